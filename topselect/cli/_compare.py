@@ -1,0 +1,103 @@
+"""``topselect compare``: rank the trials of a study already recorded in MLflow."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from topselect.cli import UserError
+
+FORMATS = ("table", "json", "csv")
+
+
+def _bound_http_retries() -> None:
+    # MLflow retries HTTP calls 7 times with backoff by default, which kept a call to a
+    # closed port waiting minutes. The CLI should fail fast instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def compare_text(
+    experiment: str, tracking_uri: str | None, parent_run: str | None, fmt: str
+) -> tuple[str, list[str]]:
+    """Return the rendered ranking of an experiment's study and notes for stderr.
+
+    Raises:
+        UserError: For an unknown experiment or a store that does not exist.
+        click.ClickException: When reading the store failed.
+    """
+    from topselect.cli._render import render
+    from topselect.exceptions import ExperimentNotFoundError, TrackingError
+    from topselect.search import rank_records
+    from topselect.tracking import load_study_runs, resolve_tracking_uri
+    from topselect.tracking._uri import sqlite_path
+
+    uri = resolve_tracking_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise UserError(
+            f"no MLflow store at {path}; run in the directory that holds mlflow.db or pass "
+            "--tracking-uri."
+        )
+    _bound_http_retries()
+    from mlflow import MlflowClient
+
+    try:
+        runs = load_study_runs(MlflowClient(tracking_uri=uri), experiment, parent_run)
+    except ExperimentNotFoundError as error:
+        raise UserError(str(error)) from None
+    except TrackingError as error:
+        raise UserError(str(error)) from None
+    except Exception as error:  # Any MLflow or network failure: one line, no traceback.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise click.ClickException(
+            f"could not read {uri}: {type(error).__name__}: {first_line}"
+        ) from None
+    ranking = rank_records(
+        runs.records, maximize=runs.maximize, weight=runs.weight, score=runs.score
+    )
+    header = {
+        "experiment": runs.experiment_name,
+        "parent_run_id": runs.parent_run_id,
+        "direction": "maximize" if runs.maximize else "minimize",
+        "weight": runs.weight,
+        "score": runs.score,
+    }
+    notes = []
+    if runs.other_parents:
+        notes.append(
+            f"The experiment holds {len(runs.other_parents) + 1} study runs; showing the "
+            f"newest ({runs.parent_run_id}). Choose another with --parent-run."
+        )
+    return render(ranking, fmt, score=runs.score, header=header), notes
+
+
+@click.command()
+@click.argument("experiment")
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db].",
+)
+@click.option("--parent-run", default=None, help="Study run id, when the experiment has several.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format; json follows the schema in docs/cli.md.",
+)
+def compare(experiment: str, tracking_uri: str | None, parent_run: str | None, fmt: str) -> None:
+    """Rank the trials of EXPERIMENT (a study logged by topselect; name or id).
+
+    Completed trials come first, by topology-adjusted value, then pruned trials by their
+    adjusted last intermediate value, then failed or running trials, unranked.
+    """
+    text, notes = compare_text(experiment, tracking_uri, parent_run, fmt)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(text)

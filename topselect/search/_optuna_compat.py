@@ -1,0 +1,108 @@
+"""Every use of Optuna's private API in topselect, in one place.
+
+Optuna offers no public hook to show a sampler adjusted values, nor to write attributes
+from a pruner, so the wrappers use the private names below. They were checked against
+the releases in ``TESTED_RANGE``; an ``AttributeError`` from any of them means Optuna
+changed, and is raised as :class:`IncompatibleVersionError` naming the range.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Container
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from topselect.exceptions import IncompatibleVersionError
+
+_logger = logging.getLogger(__name__)
+
+#: Optuna releases the private calls below were tested with: lowest (inclusive) and
+#: highest (exclusive).
+TESTED_RANGE = ("5.0", "5.2")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_version() -> None:
+    """Warn once when the installed Optuna lies outside the tested range."""
+    low, high = (_version_tuple(v) for v in TESTED_RANGE)
+    if not (low <= _version_tuple(optuna.__version__) < high):
+        _logger.warning(
+            "Optuna %s is outside the range topselect was tested with (>=%s,<%s); the "
+            "sampler relies on private Optuna methods that may have changed.",
+            optuna.__version__,
+            *TESTED_RANGE,
+        )
+
+
+def _incompatible(error: Exception) -> IncompatibleVersionError:
+    return IncompatibleVersionError(
+        f"Optuna {optuna.__version__} no longer offers a private interface topselect uses "
+        f"({error}). Install a release in >={TESTED_RANGE[0]},<{TESTED_RANGE[1]}, e.g. "
+        f"pip install 'optuna>={TESTED_RANGE[0]},<{TESTED_RANGE[1]}'."
+    )
+
+
+def get_trials(
+    study: optuna.Study,
+    deepcopy: bool = True,
+    states: Container[TrialState] | None = None,
+    use_cache: bool = False,
+) -> list[FrozenTrial]:
+    """Call ``Study._get_trials``, which built-in samplers use to read past trials."""
+    try:
+        return study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+    except AttributeError as error:
+        raise _incompatible(error) from error
+
+
+def with_adjusted_values(
+    trial: FrozenTrial, value: float | None, last_intermediate: float | None
+) -> FrozenTrial:
+    """Return a shallow copy of ``trial`` with a new value and last intermediate value.
+
+    The original (possibly cached by the study) is left untouched.
+    """
+    clone = copy.copy(trial)
+    if value is not None and trial.values is not None:
+        clone.values = [value]
+    if last_intermediate is not None and trial.intermediate_values:
+        intermediate = dict(trial.intermediate_values)
+        intermediate[max(intermediate)] = last_intermediate
+        try:
+            clone._intermediate_values = intermediate
+        except AttributeError as error:
+            raise _incompatible(error) from error
+    return clone
+
+
+def set_running_trial_user_attr(
+    study: optuna.Study, trial: FrozenTrial, key: str, value: Any
+) -> None:
+    """Write a user attribute of a RUNNING trial known only as a ``FrozenTrial``."""
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
+    except AttributeError as error:
+        raise _incompatible(error) from error
+
+
+def stored_user_attrs(trial: optuna.trial.Trial) -> dict[str, Any]:
+    """Read a running trial's user attributes from storage, including ones a pruner wrote.
+
+    ``Trial.user_attrs`` may serve a cached copy that misses attributes written through
+    the storage by another component.
+    """
+    try:
+        return dict(trial.study._storage.get_trial(trial._trial_id).user_attrs)
+    except AttributeError as error:
+        raise _incompatible(error) from error

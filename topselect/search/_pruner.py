@@ -1,0 +1,116 @@
+"""An Optuna pruner that adds a homotopy-class rule to a base pruner."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from topselect.exceptions import InvalidInputError
+from topselect.search import _attrs, _optuna_compat
+
+__all__ = ["TopologicalPruner"]
+
+_logger = logging.getLogger(__name__)
+
+
+class TopologicalPruner(BasePruner):
+    """Prune with a base pruner, plus a rule on homotopy classes.
+
+    Class rule: a running trial placed in a homotopy class (on the prefix of its
+    trajectory, by the trial tracker) is pruned when that class already holds at least
+    ``min_class_members`` completed trials and every one of them ended worse than the
+    median value of all completed trials by more than ``margin``. The trial must also
+    have reported at least ``warmup_steps`` steps. Nothing is pruned on missing data: a
+    trial without a class, or a class without enough completed members, is left to the
+    base pruner. Every decision depends only on storage, so every worker reaches the
+    same one.
+
+    The reason for each prune is stored in the trial's ``topselect.prune_reason`` user
+    attribute.
+
+    Args:
+        base_pruner: Pruner consulted first; ``MedianPruner()`` when ``None``.
+        min_class_members: Completed members a class needs before the rule applies (>= 1).
+        margin: Objective units by which every member must be worse than the median (>= 0).
+        warmup_steps: Reported steps a trial needs before the class rule applies (>= 0).
+
+    Raises:
+        InvalidInputError: For an argument outside the ranges above.
+    """
+
+    def __init__(
+        self,
+        base_pruner: BasePruner | None = None,
+        *,
+        min_class_members: int = 3,
+        margin: float = 0.0,
+        warmup_steps: int = 5,
+    ) -> None:
+        if base_pruner is not None and not isinstance(base_pruner, BasePruner):
+            raise InvalidInputError(
+                f"base_pruner must be an optuna.pruners.BasePruner, but got "
+                f"{type(base_pruner).__name__}."
+            )
+        if min_class_members < 1:
+            raise InvalidInputError(
+                f"min_class_members must be >= 1, but got {min_class_members}."
+            )
+        if margin < 0:
+            raise InvalidInputError(f"margin must be >= 0, but got {margin}.")
+        if warmup_steps < 0:
+            raise InvalidInputError(f"warmup_steps must be >= 0, but got {warmup_steps}.")
+        self.base_pruner = base_pruner or optuna.pruners.MedianPruner()
+        self.min_class_members = min_class_members
+        self.margin = float(margin)
+        self.warmup_steps = warmup_steps
+
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        if self.base_pruner.prune(study, trial):
+            reason = f"{type(self.base_pruner).__name__} at step {trial.last_step}"
+            self._record(study, trial, reason)
+            return True
+        reason = self._class_rule(study, trial)
+        if reason is None:
+            return False
+        self._record(study, trial, reason)
+        return True
+
+    def _class_rule(self, study: Study, trial: FrozenTrial) -> str | None:
+        class_id = trial.user_attrs.get(_attrs.CLASS_ID)
+        if class_id is None or len(study.directions) != 1:
+            return None
+        if trial.last_step is None or len(trial.intermediate_values) < self.warmup_steps:
+            return None
+        completed = [
+            t
+            for t in _optuna_compat.get_trials(
+                study, deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False
+            )
+            if t.values is not None and len(t.values) == 1
+        ]
+        members = [t.value for t in completed if t.user_attrs.get(_attrs.CLASS_ID) == class_id]
+        if len(members) < self.min_class_members:
+            return None
+        median = statistics.median(t.value for t in completed)
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        if maximize:
+            all_worse = all(v < median - self.margin for v in members)
+        else:
+            all_worse = all(v > median + self.margin for v in members)
+        if not all_worse:
+            return None
+        best = max(members) if maximize else min(members)
+        return (
+            f"class {class_id}: all {len(members)} completed members ended worse than the "
+            f"median {median:.6g} by more than {self.margin:g} (best member {best:.6g})"
+        )
+
+    @staticmethod
+    def _record(study: Study, trial: FrozenTrial, reason: str) -> None:
+        _logger.info("Pruning trial %d: %s.", trial.number, reason)
+        _optuna_compat.set_running_trial_user_attr(study, trial, _attrs.PRUNE_REASON, reason)

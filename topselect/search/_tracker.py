@@ -1,0 +1,531 @@
+"""The trial tracker: records a trial's trajectory and topology and reports them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import optuna
+
+from topselect.exceptions import InvalidInputError
+from topselect.homotopy import (
+    MlflowWaypointStore,
+    Representative,
+    WaypointStore,
+    architecture_signature,
+    assign_class,
+)
+from topselect.landscape import (
+    LandscapeResult,
+    LossFn,
+    ParameterEvaluator,
+    ProbeSet,
+    eval_mode,
+    parameters_of,
+    probe_landscape,
+    unflatten_parameters,
+)
+from topselect.search import _attrs, _optuna_compat
+from topselect.topology import DEFAULT_BASIN_LEVELS
+from topselect.trajectory import DEFAULT_FRACTIONS, TrajectoryRecorder, TrajectorySummary, sketch
+
+if TYPE_CHECKING:
+    import torch
+
+    from topselect.tracking import StudyLogger
+
+__all__ = ["TrackerConfig", "TrialTracker", "track"]
+
+_logger = logging.getLogger(__name__)
+
+# One waypoint store per tracking URI and process, so downloaded representatives are
+# cached across the trials a worker runs.
+_MLFLOW_STORES: dict[str, MlflowWaypointStore] = {}
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Settings of the trial tracker. Keep them equal across the trials of a study.
+
+    Attributes:
+        grid_size: Points per axis of the landscape slice (odd, >= 3).
+        radius: Half-width of the slice in filter-normalized units.
+        seed: Seed of the slice directions and of the waypoint sketches.
+        fractions: Progress fractions at which waypoints are recorded.
+        sketch_dim: Dimension of the waypoint sketches.
+        epsilon: Largest loss barrier (loss units) counted as homotopic.
+        fit_loss: A trial is fitted when its final probe-set loss is at most this.
+        class_warmup: Progress from which a running trial is placed in a class.
+        max_candidates: Class representatives tested per membership search.
+        basin_levels: Loss increments at which the basin area is reported.
+        strategy: Landscape evaluation strategy (``"auto"``, ``"loop"``, ``"vmap"``).
+        classes: Whether to assign homotopy classes at all.
+    """
+
+    grid_size: int = 31
+    radius: float = 1.0
+    seed: int = 0
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    sketch_dim: int = 32
+    # NOTE: epsilon and fit_loss are starting values in cross-entropy nats, chosen on
+    # digits MLPs; other losses and tasks need their own.
+    epsilon: float = 0.05
+    fit_loss: float = 0.1
+    class_warmup: float = 0.5
+    max_candidates: int = 3
+    basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS
+    strategy: Literal["auto", "loop", "vmap"] = "auto"
+    classes: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise InvalidInputError(
+                f"epsilon must be a finite number >= 0, but got {self.epsilon}."
+            )
+        if not (math.isfinite(self.fit_loss) and self.fit_loss > 0):
+            raise InvalidInputError(
+                f"fit_loss must be a finite number > 0, but got {self.fit_loss}."
+            )
+        if not 0 <= self.class_warmup <= 1:
+            raise InvalidInputError(
+                f"class_warmup must lie in [0, 1], but got {self.class_warmup}."
+            )
+        if self.max_candidates < 1:
+            raise InvalidInputError(f"max_candidates must be >= 1, but got {self.max_candidates}.")
+        if self.sketch_dim < 1:
+            raise InvalidInputError(f"sketch_dim must be >= 1, but got {self.sketch_dim}.")
+
+    def to_params(self) -> dict[str, Any]:
+        """Return the settings as flat MLflow params."""
+        return {
+            "grid_size": self.grid_size,
+            "radius": self.radius,
+            "seed": self.seed,
+            "fractions": ",".join(f"{f:g}" for f in self.fractions),
+            "epsilon": self.epsilon,
+            "fit_loss": self.fit_loss,
+        }
+
+
+def track(
+    trial: optuna.trial.Trial,
+    model: torch.nn.Module,
+    *,
+    probe: ProbeSet,
+    loss_fn: LossFn | None = None,
+    config: TrackerConfig | None = None,
+    logger: StudyLogger | Literal[False] | None = None,
+    waypoint_store: WaypointStore | None = None,
+    prune: bool = True,
+) -> TrialTracker:
+    """Open the tracker of one trial; use it as a context manager around training.
+
+    Example:
+        >>> with topselect.track(trial, model, probe=probe) as tracker:  # doctest: +SKIP
+        ...     for epoch in range(epochs):
+        ...         train_one_epoch(model)
+        ...         tracker.report(accuracy(model), step=epoch, progress=(epoch + 1) / epochs)
+        ...     return tracker.finish(accuracy(model))
+
+    Args:
+        trial: The running Optuna trial.
+        model: The network being trained (the tracker only reads it).
+        probe: Probe set on which every loss is measured (see ``make_probe_set``).
+        loss_fn: Mean loss ``loss_fn(outputs, targets)``; cross-entropy when ``None``.
+        config: Tracker settings; defaults when ``None``.
+        logger: Where to log in MLflow: ``None`` for a :class:`~topselect.tracking.StudyLogger`
+            at the default tracking URI, ``False`` for no MLflow logging.
+        waypoint_store: Where class representatives' waypoints go; the trial's MLflow run
+            when ``None`` and MLflow is on. Without either, classes are not assigned.
+        prune: Whether :meth:`TrialTracker.report` raises ``optuna.TrialPruned`` when the
+            study's pruner says so.
+
+    Returns:
+        The tracker, not yet entered.
+    """
+    return TrialTracker(
+        trial,
+        model,
+        probe=probe,
+        loss_fn=loss_fn,
+        config=config or TrackerConfig(),
+        logger=logger,
+        waypoint_store=waypoint_store,
+        prune=prune,
+    )
+
+
+class TrialTracker:
+    """Record a trial's trajectory, report its values and analyse its topology on exit.
+
+    Created by :func:`track`. On a normal exit the tracker probes the landscape around the
+    final parameters, summarizes the trajectory, places the trial in a homotopy class, and
+    writes JSON-safe summaries to the trial's user attributes (before Optuna finishes the
+    trial, because finished trials are immutable) and to MLflow. On ``optuna.TrialPruned``
+    it records the partial trajectory; on any other exception it marks the MLflow run
+    failed. It never suppresses an exception, and a failing analysis step is logged and
+    stored in ``topselect.analysis_error`` instead of failing the trial.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.trial.Trial,
+        model: torch.nn.Module,
+        *,
+        probe: ProbeSet,
+        loss_fn: LossFn | None,
+        config: TrackerConfig,
+        logger: StudyLogger | Literal[False] | None,
+        waypoint_store: WaypointStore | None,
+        prune: bool,
+    ) -> None:
+        if not isinstance(trial, optuna.trial.Trial):
+            raise InvalidInputError(
+                f"trial must be the optuna.trial.Trial passed to the objective, but got "
+                f"{type(trial).__name__}."
+            )
+        if not isinstance(probe, ProbeSet):
+            raise InvalidInputError(
+                f"probe must be a ProbeSet (see topselect.make_probe_set), but got "
+                f"{type(probe).__name__}."
+            )
+        import torch.nn.functional as F
+
+        self.trial = trial
+        self.study = trial.study
+        self.model = model
+        self.probe = probe
+        self.loss_fn: LossFn = loss_fn or F.cross_entropy
+        self.config = config
+        self.prune = prune and len(self.study.directions) == 1
+        self.logger = self._resolve_logger(logger)
+        self.run_id: str | None = None
+        self.waypoint_store = waypoint_store
+        self.recorder: TrajectoryRecorder | None = None
+        self.architecture = architecture_signature(model)
+        self.final_value: float | None = None
+        self.last_value: float | None = None
+        self.landscape: LandscapeResult | None = None
+        self.summary: TrajectorySummary | None = None
+        self._sketches: dict[float, np.ndarray] = {}
+        self._entered = False
+
+    @staticmethod
+    def _resolve_logger(logger: StudyLogger | Literal[False] | None) -> StudyLogger | None:
+        if logger is False:
+            return None
+        if logger is None:
+            from topselect.tracking import StudyLogger
+
+            return StudyLogger()
+        return logger
+
+    # -- context manager -------------------------------------------------------------
+
+    def __enter__(self) -> TrialTracker:
+        self._entered = True
+        self.recorder = TrajectoryRecorder(
+            self.model, self.config.fractions, self.config.sketch_dim, self.config.seed
+        )
+        if self.logger is not None:
+            self.run_id = self.logger.start_trial(self.study, self.trial)
+            if self.waypoint_store is None and self.run_id is not None:
+                self.waypoint_store = _mlflow_store(self.logger)
+            if isinstance(self.waypoint_store, MlflowWaypointStore) and self.run_id is not None:
+                self.waypoint_store.run_ids[self.trial.number] = self.run_id
+        self._set_attrs(
+            {
+                _attrs.MLFLOW_RUN_ID: self.run_id,
+                _attrs.ARCHITECTURE: self.architecture,
+                _attrs.PROBE_FINGERPRINT: self.probe.fingerprint,
+            }
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        if exc_type is None:
+            self._on_complete()
+        elif issubclass(exc_type, optuna.TrialPruned):
+            self._on_pruned()
+        else:
+            self._on_failed(exc)
+        return False
+
+    # -- during training --------------------------------------------------------------
+
+    def report(self, value: float, step: int, progress: float | None = None) -> None:
+        """Report an intermediate value, record waypoints, and prune if the pruner says so.
+
+        Args:
+            value: Intermediate objective value (e.g. validation accuracy after an epoch).
+            step: Step of the value (e.g. the epoch index), as in ``trial.report``.
+            progress: Fraction of training done, in ``[0, 1]``. Waypoints are recorded when
+                it reaches the configured fractions; without it none are recorded.
+
+        Raises:
+            optuna.TrialPruned: When pruning is on and the study's pruner prunes the trial.
+            InvalidInputError: When ``progress`` lies outside ``[0, 1]``.
+        """
+        self._require_entered()
+        if progress is not None and self.recorder.update(progress):
+            if self._classes_enabled() and self.config.class_warmup <= progress < 1.0:
+                self._place_in_class(final=False)
+        self.trial.report(value, step)
+        self.last_value = float(value)
+        if self.logger is not None:
+            self.logger.log_metrics(self.run_id, {"intermediate_value": value}, step=step)
+        if self.prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"Trial {self.trial.number} was pruned at step {step}.")
+
+    def finish(self, value: float) -> float:
+        """Record the trial's final objective value for MLflow and return it unchanged."""
+        self.final_value = float(value)
+        return value
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _on_complete(self) -> None:
+        self.recorder.update(1.0)
+        started = time.perf_counter()
+        self.landscape = self._guarded("probe the landscape", self._probe)
+        self.summary = self._guarded("summarize the trajectory", self._summarize)
+        train_loss = self._train_loss()
+        fitted = train_loss is not None and train_loss <= self.config.fit_loss
+        attrs: dict[str, Any] = {_attrs.TRAIN_LOSS: train_loss, _attrs.FITTED: fitted}
+        if self.landscape is not None:
+            attrs[_attrs.SCORES] = self.landscape.scores
+        self._set_attrs(attrs)
+        if self._classes_enabled():
+            if fitted:
+                self._guarded("assign a homotopy class", lambda: self._place_in_class(final=True))
+            else:
+                self._set_attrs({_attrs.CLASS_ID: None, _attrs.CLASS_FINAL: True})
+        analysis_seconds = time.perf_counter() - started
+        self._log_outcome("COMPLETE", "FINISHED", analysis_seconds)
+
+    def _on_pruned(self) -> None:
+        self.summary = self._guarded("summarize the trajectory", self._summarize)
+        train_loss = self._train_loss()
+        self._set_attrs(
+            {
+                _attrs.TRAIN_LOSS: train_loss,
+                _attrs.FITTED: train_loss is not None and train_loss <= self.config.fit_loss,
+            }
+        )
+        self._log_outcome("PRUNED", "KILLED", 0.0)
+
+    def _on_failed(self, exc: BaseException | None) -> None:
+        if self.logger is not None:
+            self.logger.set_tags(
+                self.run_id,
+                {
+                    "topselect.state": "FAIL",
+                    "topselect.error": f"{type(exc).__name__}: {exc}"[:500],
+                },
+            )
+            self.logger.end_run(self.run_id, "FAILED")
+
+    # -- analysis steps ---------------------------------------------------------------
+
+    def _probe(self) -> LandscapeResult:
+        return probe_landscape(
+            self.model,
+            self.loss_fn,
+            self.probe,
+            grid_size=self.config.grid_size,
+            radius=self.config.radius,
+            seed=self.config.seed,
+            strategy=self.config.strategy,
+            basin_levels=self.config.basin_levels,
+        )
+
+    def _summarize(self) -> TrajectorySummary:
+        reference = parameters_of(self.model)
+        evaluator = ParameterEvaluator(self.model, self.loss_fn, self.probe)
+        losses: list[float | None] = []
+        with eval_mode(self.model):
+            for fraction in self.recorder.recorded_fractions:
+                point = unflatten_parameters(self.recorder.waypoints[fraction], reference)
+                losses.append(evaluator.loss(point))
+        summary = self.recorder.summary(losses)
+        self._sketches = {
+            f: np.asarray(s) for f, s in zip(summary.fractions, summary.sketches, strict=True)
+        }
+        return summary
+
+    def _train_loss(self) -> float | None:
+        if self.landscape is not None:
+            return float(self.landscape.scores["center_loss"])
+        if (
+            self.summary is not None
+            and self.summary.losses
+            and self.summary.losses[-1] is not None
+        ):
+            return float(self.summary.losses[-1])
+        return None
+
+    def _classes_enabled(self) -> bool:
+        return self.config.classes and self.waypoint_store is not None
+
+    def _representatives(self) -> list[Representative]:
+        reps = []
+        for t in _optuna_compat.get_trials(self.study, deepcopy=False):
+            a = t.user_attrs
+            if (
+                t.number == self.trial.number
+                or not a.get(_attrs.REPRESENTATIVE)
+                or t.state
+                not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+                or a.get(_attrs.ARCHITECTURE) != self.architecture
+                or a.get(_attrs.PROBE_FINGERPRINT) != self.probe.fingerprint
+                or not a.get(_attrs.WAYPOINTS_REF)
+            ):
+                continue
+            sketches = a.get(_attrs.SKETCHES) or {}
+            reps.append(
+                Representative(
+                    class_id=str(a[_attrs.CLASS_ID]),
+                    trial_number=t.number,
+                    sketches={float(f): np.asarray(s) for f, s in sketches.items()},
+                    waypoints_ref=str(a[_attrs.WAYPOINTS_REF]),
+                )
+            )
+        return reps
+
+    def _place_in_class(self, final: bool) -> None:
+        waypoints = dict(self.recorder.waypoints)
+        sketches = self._sketches if final and self._sketches else self._sketch_all(waypoints)
+        decision = assign_class(
+            self.model,
+            self.loss_fn,
+            self.probe,
+            waypoints,
+            sketches,
+            self._representatives(),
+            self.waypoint_store.load,
+            epsilon=self.config.epsilon,
+            max_candidates=self.config.max_candidates,
+        )
+        attrs: dict[str, Any] = {
+            _attrs.CLASS_ID: decision.class_id,
+            _attrs.CLASS_FINAL: final,
+            _attrs.SKETCHES: {f"{f:g}": s.round(6).tolist() for f, s in sketches.items()},
+        }
+        if final and decision.class_id is None:
+            # NOTE: two workers founding a class at the same moment both become
+            # representatives; such classes are not merged yet.
+            reference = self.waypoint_store.save(self.trial.number, waypoints)
+            attrs.update(
+                {
+                    _attrs.CLASS_ID: f"c{self.trial.number}",
+                    _attrs.REPRESENTATIVE: True,
+                    _attrs.WAYPOINTS_REF: reference,
+                }
+            )
+        attrs[_attrs.CLASS_BARRIERS] = decision.barriers
+        self._set_attrs(attrs)
+        _logger.debug(
+            "Trial %d class %s after %d barrier tests (final=%s).",
+            self.trial.number,
+            attrs[_attrs.CLASS_ID],
+            decision.tests,
+            final,
+        )
+
+    def _sketch_all(self, waypoints: dict[float, torch.Tensor]) -> dict[float, np.ndarray]:
+        for fraction, flat in waypoints.items():
+            if fraction not in self._sketches:
+                self._sketches[fraction] = sketch(flat, self.config.sketch_dim, self.config.seed)
+        return {f: self._sketches[f] for f in waypoints}
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _log_outcome(self, state: str, status: str, analysis_seconds: float) -> None:
+        if self.logger is None:
+            return
+        attrs = _optuna_compat.stored_user_attrs(self.trial)
+        value = self.final_value if self.final_value is not None else self.last_value
+        metrics: dict[str, float | None] = {"value": value if state == "COMPLETE" else None}
+        if self.landscape is not None:
+            metrics.update({f"topselect.{k}": v for k, v in self.landscape.scores.items()})
+            metrics["topselect.landscape_seconds"] = self.landscape.seconds
+        metrics["topselect.train_loss"] = attrs.get(_attrs.TRAIN_LOSS)
+        metrics["topselect.analysis_seconds"] = analysis_seconds
+        self.logger.log_params(self.run_id, self.trial.params)
+        self.logger.log_metrics(self.run_id, metrics)
+        self.logger.set_tags(
+            self.run_id,
+            {
+                "topselect.state": state,
+                "topselect.fitted": attrs.get(_attrs.FITTED),
+                "topselect.class_id": attrs.get(_attrs.CLASS_ID) or "",
+                "topselect.class_representative": bool(attrs.get(_attrs.REPRESENTATIVE)),
+                "topselect.prune_reason": attrs.get(_attrs.PRUNE_REASON) or "",
+                "topselect.architecture": self.architecture,
+                "topselect.probe_fingerprint": self.probe.fingerprint,
+                "topselect.analysis_error": attrs.get(_attrs.ANALYSIS_ERROR) or "",
+            },
+        )
+        self._guarded("upload artifacts", self._upload_artifacts)
+        self.logger.end_run(self.run_id, status)
+
+    def _upload_artifacts(self) -> None:
+        from topselect.plots import diagram_figure, landscape_figure, trajectory_figure
+        from topselect.tracking import SCHEMA_VERSION, diagram_to_json
+
+        json_files: dict[str, Any] = {}
+        figures = {}
+        if self.landscape is not None:
+            json_files["diagram.json"] = diagram_to_json(self.landscape)
+            json_files["landscape.json"] = self.landscape.to_dict()
+            figures["diagram.png"] = diagram_figure(
+                self.landscape.diagrams, f"Trial {self.trial.number}: sublevel persistence"
+            )
+            figures["landscape.png"] = landscape_figure(self.landscape)
+        if self.summary is not None:
+            trajectory = self.summary.to_dict()
+            trajectory["schema_version"] = SCHEMA_VERSION
+            trajectory["class_id"] = _optuna_compat.stored_user_attrs(self.trial).get(
+                _attrs.CLASS_ID
+            )
+            json_files["trajectory.json"] = trajectory
+            figures["trajectory.png"] = trajectory_figure(self.summary)
+        self.logger.log_artifacts(self.run_id, json_files=json_files, figures=figures)
+
+    def _set_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, _attrs.json_safe(value))
+
+    def _guarded(self, action: str, call):
+        try:
+            return call()
+        except Exception as error:  # An analysis failure must not fail the trial.
+            message = f"failed to {action}: {type(error).__name__}: {error}"
+            _logger.warning("Trial %d: %s", self.trial.number, message)
+            self._set_attrs({_attrs.ANALYSIS_ERROR: message[:1000]})
+            return None
+
+    def _require_entered(self) -> None:
+        if not self._entered:
+            raise InvalidInputError(
+                "the tracker is not open: use it as `with topselect.track(...) as tracker:`."
+            )
+
+
+def _mlflow_store(logger: StudyLogger) -> MlflowWaypointStore:
+    store = _MLFLOW_STORES.get(logger.tracking_uri)
+    if store is None:
+        store = MlflowWaypointStore(logger.client)
+        _MLFLOW_STORES[logger.tracking_uri] = store
+    return store

@@ -1,0 +1,252 @@
+"""Writing studies and trials to MLflow: one experiment per study, nested runs per trial.
+
+Layout (schema version :data:`SCHEMA_VERSION`):
+
+* experiment: the study name;
+* parent run: named after the study, tag ``topselect.role=study``, params
+  ``topselect.weight``, ``topselect.score``, ``topselect.direction``;
+* one nested run per trial: named ``str(trial.number)`` (as optuna-integration's
+  ``MLflowCallback`` names them), tag ``mlflow.parentRunId``, ``topselect.role=trial``,
+  ``topselect.trial_number``, ``topselect.state``; params are the trial's params; metrics
+  ``intermediate_value`` by step, ``value``, and every score as ``topselect.<score>``;
+  artifacts under ``topselect/``.
+
+Logging never fails a trial: an MLflow error is logged as one warning per logger and the
+trial goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from topselect.exceptions import TrackingError
+from topselect.search import _attrs
+from topselect.tracking._uri import enable_sqlite_wal, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+__all__ = ["SCHEMA_VERSION", "StudyLogger"]
+
+_logger = logging.getLogger(__name__)
+
+#: Version of the MLflow layout and of every JSON artifact topselect writes.
+SCHEMA_VERSION = 1
+
+ARTIFACT_DIR = "topselect"
+
+# mlflow.utils.validation caps a batch at 1,000 metrics and 100 params.
+_METRICS_PER_BATCH = 1000
+_PARAMS_PER_BATCH = 100
+
+
+class StudyLogger:
+    """Write a study and its trials to an MLflow tracking store.
+
+    Args:
+        tracking_uri: MLflow tracking URI; ``$MLFLOW_TRACKING_URI`` or
+            ``sqlite:///<cwd>/mlflow.db`` when ``None``.
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self._client = None
+        self._warned = False
+        self._lock = threading.Lock()
+
+    @property
+    def client(self):
+        """The ``mlflow.MlflowClient`` bound to :attr:`tracking_uri` (created on first use)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def prepare_study(self, study: optuna.Study, settings: Mapping[str, Any] | None = None) -> str:
+        """Create (or find) the study's experiment and parent run, and return the run id.
+
+        The parent run id is stored in the study's ``topselect.mlflow_parent_run_id`` user
+        attribute, so later calls and other processes reuse it. Call this once in the
+        parent process before starting workers: several processes creating a fresh sqlite
+        store at once can corrupt it.
+
+        Raises:
+            TrackingError: When the store cannot be reached or written.
+        """
+        existing = study.user_attrs.get(_attrs.STUDY_PARENT_RUN_ID)
+        if existing:
+            return str(existing)
+        try:
+            experiment_id = self._experiment_id(study.study_name)
+            enable_sqlite_wal(self.tracking_uri)
+            tags = {
+                "topselect.role": "study",
+                "topselect.study_name": study.study_name,
+                "topselect.schema_version": str(SCHEMA_VERSION),
+                "topselect.direction": "/".join(d.name.lower() for d in study.directions),
+            }
+            run = self.client.create_run(experiment_id, tags=tags, run_name=study.study_name)
+            params = {f"topselect.{k}": v for k, v in (settings or {}).items()}
+            self._log_params(run.info.run_id, params)
+        except Exception as error:  # MLflow raises many types; all mean the store failed.
+            raise TrackingError(
+                f"could not prepare MLflow run for study {study.study_name!r} at "
+                f"{self.tracking_uri}: {error}"
+            ) from error
+        study.set_user_attr(_attrs.STUDY_PARENT_RUN_ID, run.info.run_id)
+        return run.info.run_id
+
+    def _experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except Exception:
+            # Another process created it between the lookup and the create.
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def start_trial(self, study: optuna.Study, trial: optuna.trial.BaseTrial) -> str | None:
+        """Create the trial's nested run and return its id (``None`` if MLflow failed)."""
+        existing = trial.user_attrs.get(_attrs.MLFLOW_RUN_ID)
+        if existing:
+            return str(existing)
+
+        def create() -> str:
+            parent = self.prepare_study(study)
+            experiment_id = self.client.get_run(parent).info.experiment_id
+            tags = {
+                "mlflow.parentRunId": parent,
+                "topselect.role": "trial",
+                "topselect.trial_number": str(trial.number),
+                "topselect.study_name": study.study_name,
+                "topselect.schema_version": str(SCHEMA_VERSION),
+                "topselect.state": "RUNNING",
+            }
+            run = self.client.create_run(experiment_id, tags=tags, run_name=str(trial.number))
+            return run.info.run_id
+
+        return self._safely("start the trial run", create)
+
+    def log_metrics(
+        self, run_id: str | None, metrics: Mapping[str, float | None], step: int = 0
+    ) -> None:
+        """Log finite metrics at ``step``; ``None`` and non-finite values are skipped."""
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, step)
+            for key, value in metrics.items()
+            if value is not None and _is_finite(value)
+        ]
+
+        def send() -> None:
+            for start in range(0, len(batch), _METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=batch[start : start + _METRICS_PER_BATCH])
+
+        self._safely("log metrics", send)
+
+    def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
+        """Log params as strings (MLflow truncates values over 6,000 characters)."""
+        if run_id is not None:
+            self._safely("log params", lambda: self._log_params(run_id, params))
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)) for k, v in params.items()]
+        for start in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _PARAMS_PER_BATCH])
+
+    def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
+        """Set tags (values converted to strings)."""
+        if run_id is None:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), "" if v is None else str(v)) for k, v in tags.items()]
+        self._safely("set tags", lambda: self.client.log_batch(run_id, tags=items))
+
+    def log_artifacts(
+        self,
+        run_id: str | None,
+        json_files: Mapping[str, Any] | None = None,
+        figures: Mapping[str, Figure] | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Upload artifacts under ``topselect/`` in one call.
+
+        Args:
+            json_files: File name to JSON-safe object; written with ``allow_nan=False`` so
+                every file is standard JSON.
+            figures: File name to matplotlib figure, saved as PNG and then closed.
+            files: File name to raw bytes (NPZ, CSV, ...).
+        """
+        import matplotlib.pyplot as plt
+
+        if run_id is None:
+            for figure in (figures or {}).values():
+                plt.close(figure)
+            return
+        with tempfile.TemporaryDirectory(prefix="topselect-") as tmp:
+            folder = Path(tmp) / ARTIFACT_DIR
+            folder.mkdir()
+            for name, obj in (json_files or {}).items():
+                text = json.dumps(obj, allow_nan=False, indent=1)
+                (folder / name).write_text(text, encoding="utf-8")
+            for name, figure in (figures or {}).items():
+                figure.savefig(folder / name, dpi=110, bbox_inches="tight")
+                plt.close(figure)
+            for name, data in (files or {}).items():
+                (folder / name).write_bytes(data)
+            self._safely(
+                "upload artifacts",
+                lambda: self.client.log_artifacts(run_id, str(folder), artifact_path=ARTIFACT_DIR),
+            )
+
+    def end_run(self, run_id: str | None, status: str) -> None:
+        """End a run with an MLflow status (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        if run_id is not None:
+            self._safely("end the run", lambda: self.client.set_terminated(run_id, status))
+
+    def _safely(self, action: str, call):
+        try:
+            return call()
+        except Exception as error:  # MLflow raises many types; none may stop training.
+            with self._lock:
+                first, self._warned = not self._warned, True
+            if first:
+                _logger.warning(
+                    "MLflow failed to %s at %s (%s: %s); training goes on without it. "
+                    "Later failures are logged at DEBUG level.",
+                    action,
+                    self.tracking_uri,
+                    type(error).__name__,
+                    error,
+                )
+            else:
+                _logger.debug("MLflow failed to %s: %s", action, error)
+            return None
+
+
+def _is_finite(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return number == number and number not in (float("inf"), float("-inf"))

@@ -1,0 +1,19 @@
+"""Training trajectories: waypoints at fixed progress fractions, sketches and summaries."""
+
+from topselect.trajectory._recorder import (
+    DEFAULT_FRACTIONS,
+    TRAJECTORY_SCHEMA_VERSION,
+    TrajectoryRecorder,
+    TrajectorySummary,
+    flatten_parameters,
+)
+from topselect.trajectory._sketch import sketch
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "TRAJECTORY_SCHEMA_VERSION",
+    "TrajectoryRecorder",
+    "TrajectorySummary",
+    "flatten_parameters",
+    "sketch",
+]

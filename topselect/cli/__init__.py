@@ -7,6 +7,7 @@ reading or writing a store failed, 2 for a usage error (bad option, unknown expe
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -30,6 +31,9 @@ def cli(verbose: int) -> None:
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("topselect").setLevel(level)
+    # MLflow logs its store migrations at INFO and configures its logger on import, from
+    # this variable; a user's own setting wins.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose >= 2 else "WARNING")
 
 
 def _register() -> None:

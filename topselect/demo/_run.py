@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from topselect.exceptions import InvalidInputError
@@ -48,7 +48,6 @@ class DemoSettings:
     tracking_uri: str | None = None
     grid_size: int = 31
     probe_size: int = 512
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -131,9 +130,13 @@ def make_objective(
         optimizer_name = trial.suggest_categorical("optimizer", ["adam", "sgd"])
 
         model = build_model(data.n_features, data.n_classes, width, depth, settings.seed)
-        optimizer_class = torch.optim.Adam if optimizer_name == "adam" else torch.optim.SGD
-        kwargs = {"momentum": 0.9} if optimizer_name == "sgd" else {}
-        optimizer = optimizer_class(model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
+        optimizer: torch.optim.Optimizer
+        if optimizer_name == "adam":
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                model.parameters(), lr=lr, weight_decay=weight_decay, momentum=0.9
+            )
         order = torch.Generator().manual_seed(settings.seed * 100_003 + trial.number)
         n = len(data.x_train)
 

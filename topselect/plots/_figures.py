@@ -63,9 +63,10 @@ def diagram_figure(diagrams: Diagrams, title: str = "Sublevel persistence") -> F
     """Draw the H0 and H1 diagrams; essential bars sit on a line marked "inf" at the top."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(4.6, 4.4))
-    points = np.concatenate([diagrams.h0, diagrams.h1]) if len(diagrams.h1) else diagrams.h0
-    finite = points[np.isfinite(points)] if len(points) else np.array([0.0, 1.0])
-    low, high = float(finite.min()), float(finite.max())
+    # The axes span the slice's loss range, where every birth and finite death lies.
+    low, high = diagrams.value_range
+    if diagrams.fill_value is not None:
+        high = diagrams.fill_value
     span = high - low if high > low else 1.0
     infinity_line = high + 0.1 * span
     for dim, bars, marker in ((0, diagrams.h0, "o"), (1, diagrams.h1, "^")):

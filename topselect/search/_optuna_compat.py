@@ -80,7 +80,7 @@ def with_adjusted_values(
         intermediate = dict(trial.intermediate_values)
         intermediate[max(intermediate)] = last_intermediate
         try:
-            clone._intermediate_values = intermediate
+            clone._intermediate_values = intermediate  # type: ignore[attr-defined]
         except AttributeError as error:
             raise _incompatible(error) from error
     return clone

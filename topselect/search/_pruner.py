@@ -71,13 +71,13 @@ class TopologicalPruner(BasePruner):
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         if self.base_pruner.prune(study, trial):
-            reason = f"{type(self.base_pruner).__name__} at step {trial.last_step}"
-            self._record(study, trial, reason)
+            base_reason = f"{type(self.base_pruner).__name__} at step {trial.last_step}"
+            self._record(study, trial, base_reason)
             return True
-        reason = self._class_rule(study, trial)
-        if reason is None:
+        class_reason = self._class_rule(study, trial)
+        if class_reason is None:
             return False
-        self._record(study, trial, reason)
+        self._record(study, trial, class_reason)
         return True
 
     def _class_rule(self, study: Study, trial: FrozenTrial) -> str | None:
@@ -93,10 +93,12 @@ class TopologicalPruner(BasePruner):
             )
             if t.values is not None and len(t.values) == 1
         ]
-        members = [t.value for t in completed if t.user_attrs.get(_attrs.CLASS_ID) == class_id]
+        members = [
+            float(t.values[0]) for t in completed if t.user_attrs.get(_attrs.CLASS_ID) == class_id
+        ]
         if len(members) < self.min_class_members:
             return None
-        median = statistics.median(t.value for t in completed)
+        median = statistics.median(float(t.values[0]) for t in completed)
         maximize = study.direction == StudyDirection.MAXIMIZE
         if maximize:
             all_worse = all(v < median - self.margin for v in members)

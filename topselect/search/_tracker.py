@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -81,7 +81,6 @@ class TrackerConfig:
     basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS
     strategy: Literal["auto", "loop", "vmap"] = "auto"
     classes: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
@@ -207,7 +206,8 @@ class TrialTracker:
         self.logger = self._resolve_logger(logger)
         self.run_id: str | None = None
         self.waypoint_store = waypoint_store
-        self.recorder: TrajectoryRecorder | None = None
+        # The initial parameters (progress 0) are recorded here, when the tracker is made.
+        self.recorder = TrajectoryRecorder(model, config.fractions, config.sketch_dim, config.seed)
         self.architecture = architecture_signature(model)
         self.final_value: float | None = None
         self.last_value: float | None = None
@@ -230,9 +230,6 @@ class TrialTracker:
 
     def __enter__(self) -> TrialTracker:
         self._entered = True
-        self.recorder = TrajectoryRecorder(
-            self.model, self.config.fractions, self.config.sketch_dim, self.config.seed
-        )
         if self.logger is not None:
             self.run_id = self.logger.start_trial(self.study, self.trial)
             if self.waypoint_store is None and self.run_id is not None:
@@ -404,6 +401,8 @@ class TrialTracker:
         return reps
 
     def _place_in_class(self, final: bool) -> None:
+        store = self.waypoint_store
+        assert store is not None, "classes are enabled only with a waypoint store"
         waypoints = dict(self.recorder.waypoints)
         sketches = self._sketches if final and self._sketches else self._sketch_all(waypoints)
         decision = assign_class(
@@ -413,7 +412,7 @@ class TrialTracker:
             waypoints,
             sketches,
             self._representatives(),
-            self.waypoint_store.load,
+            store.load,
             epsilon=self.config.epsilon,
             max_candidates=self.config.max_candidates,
         )
@@ -425,7 +424,7 @@ class TrialTracker:
         if final and decision.class_id is None:
             # NOTE: two workers founding a class at the same moment both become
             # representatives; such classes are not merged yet.
-            reference = self.waypoint_store.save(self.trial.number, waypoints)
+            reference = store.save(self.trial.number, waypoints)
             attrs.update(
                 {
                     _attrs.CLASS_ID: f"c{self.trial.number}",
@@ -481,6 +480,8 @@ class TrialTracker:
         self.logger.end_run(self.run_id, status)
 
     def _upload_artifacts(self) -> None:
+        logger = self.logger
+        assert logger is not None, "artifacts are uploaded only with MLflow on"
         from topselect.plots import diagram_figure, landscape_figure, trajectory_figure
         from topselect.tracking import SCHEMA_VERSION, diagram_to_json
 
@@ -501,7 +502,7 @@ class TrialTracker:
             )
             json_files["trajectory.json"] = trajectory
             figures["trajectory.png"] = trajectory_figure(self.summary)
-        self.logger.log_artifacts(self.run_id, json_files=json_files, figures=figures)
+        logger.log_artifacts(self.run_id, json_files=json_files, figures=figures)
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():

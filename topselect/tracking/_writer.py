@@ -58,7 +58,7 @@ class StudyLogger:
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self._client = None
+        self._client: Any = None
         self._warned = False
         self._lock = threading.Lock()
 

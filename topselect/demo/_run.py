@@ -200,8 +200,6 @@ def run_demo(
     logger.prepare_study(
         study,
         settings={
-            "weight": sampler.weight,
-            "score": sampler.score,
             "dataset": "sklearn-digits",
             "epochs": settings.epochs,
             **config.to_params(),

@@ -95,14 +95,20 @@ def loss_barrier(
         for k in range(n_points):
             weight_b, weight_a = k / steps, (steps - k) / steps
             point = {
-                name: weight_a * params_a[name] + weight_b * params_b[name] for name in reference
+                name: _interpolate(params_a[name], params_b[name], weight_a, weight_b)
+                for name in reference
             }
             if has_batchnorm:
                 losses[k] = _loss_with_fresh_batchnorm(model, loss_fn, probe, point)
             else:
                 losses[k] = evaluator.loss(point)
     alphas = np.arange(n_points) / steps
-    chord = (1 - alphas) * losses[0] + alphas * losses[-1]
+    # The same exact complements as the points, so swapping a and b gives the same bits,
+    # and equal end losses give a chord equal to that loss.
+    if losses[0] == losses[-1]:
+        chord = np.full(n_points, losses[0])
+    else:
+        chord = (steps - np.arange(n_points)) / steps * losses[0] + alphas * losses[-1]
     barrier = float(np.max(losses[1:-1] - chord[1:-1]))
     return BarrierResult(barrier=barrier, alphas=alphas, losses=losses)
 
@@ -161,3 +167,12 @@ def _loss_with_fresh_batchnorm(
         clone(inputs)
         clone.eval()
         return float(loss_fn(clone(inputs), probe.targets.to(device)))
+
+
+def _interpolate(
+    a: torch.Tensor, b: torch.Tensor, weight_a: float, weight_b: float
+) -> torch.Tensor:
+    """Return ``weight_a * a + weight_b * b``, exactly ``a`` wherever ``a`` equals ``b``."""
+    import torch
+
+    return torch.where(a == b, a, weight_a * a + weight_b * b)

@@ -114,12 +114,11 @@ def assign_class(
     """Find the class of a trajectory by membership against class representatives.
 
     Representatives are tried in order of the distance between their sketch and the
-    trajectory's sketch at the trajectory's last recorded fraction; at most
-    ``max_candidates`` are tested, so the cost grows with the number of candidates, not
-    with the number of trials. Only the fractions the
-    trajectory has recorded are compared, which lets a running trial be placed on its
-    prefix. Ties in distance are broken by class id, so every worker tests in the same
-    order.
+    trajectory's sketch, both at the trajectory's last recorded fraction. At most
+    ``max_candidates`` are tested, so the cost does not grow with the number of trials.
+    Only the fractions the trajectory has recorded are compared, which lets a running
+    trial be placed on its prefix. Ties in distance are broken by class id, so every
+    worker tests in the same order.
 
     Args:
         waypoints: The trajectory's waypoints by progress fraction (flat tensors).

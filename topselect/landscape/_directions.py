@@ -16,10 +16,10 @@ def filter_normalized_direction(
 ) -> dict[str, torch.Tensor]:
     """Draw one Gaussian direction scaled filter by filter to the parameters' norms.
 
-    Filter normalization (Li et al., 2018, "Visualizing the Loss Landscape of Neural
-    Nets"): for every weight tensor with two or more dimensions, each slice along the
-    first dimension (a neuron of a linear layer, an output channel of a convolution) is
-    rescaled to the Euclidean norm of the matching slice of the parameters. Tensors with
+    This is the filter normalization of Li et al., 2018, "Visualizing the Loss Landscape
+    of Neural Nets". In every weight tensor with two or more dimensions, each slice along
+    the first dimension (a neuron of a linear layer, an output channel of a convolution)
+    is rescaled to the Euclidean norm of the matching slice of the parameters. Tensors with
     fewer than two dimensions (biases, normalization scales and shifts) get a zero
     direction, so they stay at their trained values across the slice.
 

@@ -27,12 +27,13 @@ __all__ = ["TopologicalSampler"]
 class TopologicalSampler(BaseSampler):
     """Wrap an Optuna sampler so it learns from topology-adjusted trial values.
 
-    Before each call, the base sampler gets a read-only view of the study in which every
-    fitted trial with topology data appears with ``value +/- weight * score`` (towards
-    better): the final value of completed trials and the last intermediate value of pruned
-    trials, which TPE ranks by. Trials without topology data, or not fitted, keep their
-    raw values. Storage is never changed. With ``weight=0`` the base sampler sees the
-    study exactly as it is and makes exactly its own suggestions.
+    Before each call, the base sampler gets a read-only view of the study. In that view,
+    every fitted trial with topology data appears with ``value +/- weight * score``
+    (towards better). The adjustment applies to the final value of completed trials and to
+    the last intermediate value of pruned trials, which TPE ranks them by. Trials without
+    topology data, or not fitted, keep their raw values. Storage is never changed. With
+    ``weight=0`` the base sampler sees the study exactly as it is and makes exactly its
+    own suggestions.
 
     Args:
         base_sampler: The sampler to wrap; ``TPESampler(seed=seed)`` when ``None``.

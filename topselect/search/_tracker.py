@@ -143,7 +143,7 @@ def track(
         waypoint_store: Where class representatives' waypoints go; the trial's MLflow run
             when ``None`` and MLflow is on. Without either, classes are not assigned.
         prune: Whether :meth:`TrialTracker.report` raises ``optuna.TrialPruned`` when the
-            study's pruner says so.
+            study's pruner decides to prune.
 
     Returns:
         The tracker, not yet entered.
@@ -164,12 +164,13 @@ class TrialTracker:
     """Record a trial's trajectory, report its values and analyse its topology on exit.
 
     Created by :func:`track`. On a normal exit the tracker probes the landscape around the
-    final parameters, summarizes the trajectory, places the trial in a homotopy class, and
-    writes JSON-safe summaries to the trial's user attributes (before Optuna finishes the
-    trial, because finished trials are immutable) and to MLflow. On ``optuna.TrialPruned``
-    it records the partial trajectory; on any other exception it marks the MLflow run
-    failed. It never suppresses an exception, and a failing analysis step is logged and
-    stored in ``topselect.analysis_error`` instead of failing the trial.
+    final parameters, summarizes the trajectory and places the trial in a homotopy class.
+    It writes JSON-safe summaries to the trial's user attributes and to MLflow. The
+    attributes are written before Optuna finishes the trial, because finished trials are
+    immutable. On ``optuna.TrialPruned`` the tracker records the partial trajectory, and
+    on any other exception it marks the MLflow run failed. It never suppresses an
+    exception. A failing analysis step is logged and stored in
+    ``topselect.analysis_error`` instead of failing the trial.
     """
 
     def __init__(
@@ -262,7 +263,7 @@ class TrialTracker:
     # -- during training --------------------------------------------------------------
 
     def report(self, value: float, step: int, progress: float | None = None) -> None:
-        """Report an intermediate value, record waypoints, and prune if the pruner says so.
+        """Report an intermediate value, record waypoints, and prune if the pruner decides to.
 
         Args:
             value: Intermediate objective value (e.g. validation accuracy after an epoch).

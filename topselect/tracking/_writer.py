@@ -74,6 +74,8 @@ class StudyLogger:
     def prepare_study(self, study: optuna.Study, settings: Mapping[str, Any] | None = None) -> str:
         """Create (or find) the study's experiment and parent run, and return the run id.
 
+        The parent run records the ranking settings (the weight and score of the study's
+        :class:`~topselect.TopologicalSampler`, else the defaults) and ``settings``.
         The parent run id is stored in the study's ``topselect.mlflow_parent_run_id`` user
         attribute, so later calls and other processes reuse it. Call this once in the
         parent process before starting workers: several processes creating a fresh sqlite
@@ -95,7 +97,8 @@ class StudyLogger:
                 "topselect.direction": "/".join(d.name.lower() for d in study.directions),
             }
             run = self.client.create_run(experiment_id, tags=tags, run_name=study.study_name)
-            params = {f"topselect.{k}": v for k, v in (settings or {}).items()}
+            params = {f"topselect.{k}": v for k, v in _ranking_settings(study).items()}
+            params.update({f"topselect.{k}": v for k, v in (settings or {}).items()})
             self._log_params(run.info.run_id, params)
         except Exception as error:  # MLflow raises many types; all mean the store failed.
             raise TrackingError(
@@ -242,6 +245,17 @@ class StudyLogger:
             else:
                 _logger.debug("MLflow failed to %s: %s", action, error)
             return None
+
+
+def _ranking_settings(study: optuna.Study) -> dict[str, Any]:
+    """Return the weight and score ``compare`` must rank with to match the study's sampler."""
+    from topselect.search._ranking import DEFAULT_SCORE, DEFAULT_WEIGHT
+
+    sampler = study.sampler
+    return {
+        "weight": getattr(sampler, "weight", DEFAULT_WEIGHT),
+        "score": getattr(sampler, "score", DEFAULT_SCORE),
+    }
 
 
 def _is_finite(value: Any) -> bool:

@@ -39,7 +39,9 @@ def main() -> None:
         model = build_model(data.n_features, data.n_classes, width, depth, seed=0)
         times: dict[str, list[float]] = {"loop": [], "vmap": []}
         for strategy in ("loop", "vmap"):  # Untimed warm-up: first calls pay for setup.
-            topselect.probe_landscape(model, F.cross_entropy, probe, grid_size=5, strategy=strategy)
+            topselect.probe_landscape(
+                model, F.cross_entropy, probe, grid_size=5, strategy=strategy
+            )
         for _ in range(args.repeats):
             for strategy in ("loop", "vmap"):
                 started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Plug topselect into an Optuna study of your own: a complete, small example.
 
-Run from the repository root (about a minute on 2 CPU cores):
+Run from the repository root (one to two minutes on 2 CPU cores):
 
     python examples/digits_search.py
 
@@ -59,5 +59,8 @@ if __name__ == "__main__":
     study.optimize(objective, n_trials=12)
     for entry in topselect.rank_trials(study)[:5]:
         record = entry.record
-        print(f"#{entry.rank} trial {record.number} {record.state}: value {entry.ranked_value:.4f}, "
-              f"adjusted {entry.adjusted_value:.4f} ({entry.evidence})")
+        print(
+            f"#{entry.rank} trial {record.number} {record.state}: "
+            f"value {entry.ranked_value:.4f}, adjusted {entry.adjusted_value:.4f} "
+            f"({entry.evidence})"
+        )

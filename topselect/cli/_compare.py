@@ -41,7 +41,6 @@ def compare_text(
             f"no MLflow store at {path}; run in the directory that holds mlflow.db or pass "
             "--tracking-uri."
         )
-    _bound_http_retries()
     from mlflow import MlflowClient
 
     try:
@@ -97,6 +96,7 @@ def compare(experiment: str, tracking_uri: str | None, parent_run: str | None, f
     Completed trials come first, by topology-adjusted value, then pruned trials by their
     adjusted last intermediate value, then failed or running trials, unranked.
     """
+    _bound_http_retries()
     text, notes = compare_text(experiment, tracking_uri, parent_run, fmt)
     for note in notes:
         click.echo(note, err=True)

@@ -212,4 +212,5 @@ def run_demo(
         torch.manual_seed(settings.seed)
         study.optimize(objective, n_trials=settings.trials, callbacks=callbacks)
     seconds = time.perf_counter() - started
+    logger.finish_study(study)
     return DemoResult(study, topselect.rank_trials(study), logger.tracking_uri, seconds)

@@ -79,10 +79,9 @@ def with_adjusted_values(
     if last_intermediate is not None and trial.intermediate_values:
         intermediate = dict(trial.intermediate_values)
         intermediate[max(intermediate)] = last_intermediate
-        try:
-            clone._intermediate_values = intermediate  # type: ignore[attr-defined]
-        except AttributeError as error:
-            raise _incompatible(error) from error
+        # A plain attribute in Optuna 5.x: the clone gets its own dict, the cached original
+        # keeps its values.
+        clone.intermediate_values = intermediate
     return clone
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 
 import optuna
@@ -60,8 +61,8 @@ class TopologicalPruner(BasePruner):
             raise InvalidInputError(
                 f"min_class_members must be >= 1, but got {min_class_members}."
             )
-        if margin < 0:
-            raise InvalidInputError(f"margin must be >= 0, but got {margin}.")
+        if not (math.isfinite(margin) and margin >= 0):
+            raise InvalidInputError(f"margin must be a finite number >= 0, but got {margin}.")
         if warmup_steps < 0:
             raise InvalidInputError(f"warmup_steps must be >= 0, but got {warmup_steps}.")
         self.base_pruner = base_pruner or optuna.pruners.MedianPruner()

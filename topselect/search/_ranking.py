@@ -185,7 +185,15 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     return TrialRecord(
         number=trial.number,
         state=trial.state.name,
-        value=trial.value if trial.values is not None and len(trial.values) == 1 else None,
+        # Optuna stores a pruned trial's last intermediate value as its value; MLflow has
+        # no final value for it. Both readers leave it out, so their rankings agree.
+        value=(
+            trial.values[0]
+            if trial.state.name == "COMPLETE"
+            and trial.values is not None
+            and len(trial.values) == 1
+            else None
+        ),
         last_intermediate=intermediate[max(intermediate)] if intermediate else None,
         scores=attrs.get(_attrs.SCORES) or {},
         fitted=attrs.get(_attrs.FITTED),

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from topselect.exceptions import TrackingError
 from topselect.search import _attrs
-from topselect.tracking._uri import enable_sqlite_wal, resolve_tracking_uri
+from topselect.tracking._uri import enable_sqlite_wal, resolve_tracking_uri, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -113,13 +113,43 @@ class StudyLogger:
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(
+                name, artifact_location=self._artifact_location(name)
+            )
         except Exception:
             # Another process created it between the lookup and the create.
             experiment = self.client.get_experiment_by_name(name)
             if experiment is None:
                 raise
             return experiment.experiment_id
+
+    def _artifact_location(self, name: str) -> str | None:
+        """Return ``<store folder>/mlartifacts/<name>`` for a sqlite store, else ``None``.
+
+        With a sqlite store MLflow puts a new experiment's artifacts under the process's
+        working directory (``./mlruns``), wherever the store is; keeping them beside the
+        store keeps the two together.
+        """
+        path = sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "experiment"
+        return (path.resolve().parent / "mlartifacts" / safe).as_uri()
+
+    def finish_study(self, study: optuna.Study) -> None:
+        """Tag the study's parent run with trial counts by state and end it ``FINISHED``.
+
+        Does nothing when the study has no parent run. A later :meth:`prepare_study` of
+        the same study reuses the run.
+        """
+        run_id = study.user_attrs.get(_attrs.STUDY_PARENT_RUN_ID)
+        if not run_id:
+            return
+        counts: dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False):
+            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        self.set_tags(run_id, {f"topselect.trials_{k.lower()}": v for k, v in counts.items()})
+        self.end_run(run_id, "FINISHED")
 
     def start_trial(self, study: optuna.Study, trial: optuna.trial.BaseTrial) -> str | None:
         """Create the trial's nested run and return its id (``None`` if MLflow failed)."""

@@ -182,6 +182,19 @@ def test_probe_landscape_loop_vmap_agree(chunk_size):
     np.testing.assert_allclose(vmapped.values, loop.values, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(("width", "expected"), [(8, "vmap"), (5000, "loop")])
+def test_probe_landscape_auto_strategy_by_size(width, expected):
+    torch.manual_seed(0)
+    inputs, _ = _data()
+    model = nn.Sequential(nn.Linear(inputs.shape[1], width), nn.ReLU(), nn.Linear(width, 3))
+    n_parameters = sum(p.numel() for p in model.parameters())
+    assert (n_parameters > 40_000) == (expected == "loop")
+
+    result = topselect.probe_landscape(model, F.cross_entropy, _probe(), grid_size=3)
+
+    assert result.strategy == expected
+
+
 def test_probe_landscape_result_fields():
     model = _model_with_batchnorm()
     probe = _probe()
@@ -192,7 +205,7 @@ def test_probe_landscape_result_fields():
     assert result.values.dtype == np.float64
     assert np.all(np.isfinite(result.values))
     assert result.axis.tolist() == [-0.5, -0.25, 0.0, 0.25, 0.5]
-    assert result.strategy == "loop"  # "auto" picks the loop on CPU.
+    assert result.strategy == "vmap"  # "auto" picks vmap for a small model on CPU.
     assert result.probe_fingerprint == probe.fingerprint
     assert result.seed == 1
     assert result.n_parameters == sum(p.numel() for p in model.parameters())

@@ -41,7 +41,7 @@ def _describe(entry, label: str) -> str:
 @click.command()
 @click.option(
     "--trials",
-    default=24,
+    default=40,
     show_default=True,
     type=click.IntRange(min=1),
     help="Number of Optuna trials.",

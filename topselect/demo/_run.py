@@ -40,7 +40,7 @@ class DemoSettings:
         probe_size: Training examples in the probe set.
     """
 
-    trials: int = 24
+    trials: int = 40
     seed: int = 0
     epochs: int = 20
     study_name: str = "topselect-demo"

@@ -112,7 +112,7 @@ def probe_landscape(
         seed: Seed of the directions. Use one seed per study so trials are comparable.
         strategy: ``"loop"`` evaluates one grid point per forward pass; ``"vmap"``
             evaluates ``chunk_size`` points per pass with ``torch.vmap``. ``"auto"`` uses
-            the loop on CPU, where it was faster for small MLPs, and vmap elsewhere.
+            the loop on CPU for models over 40,000 parameters and vmap otherwise.
         chunk_size: Grid points per vmapped call.
         basin_levels: Loss increments at which the basin area is reported.
 
@@ -129,7 +129,8 @@ def probe_landscape(
     if not params:
         raise InvalidInputError("model has no floating-point parameters to probe.")
     evaluator = ParameterEvaluator(model, loss_fn, probe)
-    chosen = _choose_strategy(strategy, evaluator.device.type)
+    n_parameters = sum(p.numel() for p in params.values())
+    chosen = _choose_strategy(strategy, evaluator.device.type, n_parameters)
 
     import torch
 
@@ -158,7 +159,7 @@ def probe_landscape(
         probe_fingerprint=probe.fingerprint,
         strategy=chosen,
         seconds=seconds,
-        n_parameters=sum(p.numel() for p in params.values()),
+        n_parameters=n_parameters,
         settings={
             "grid_size": grid_size,
             "radius": radius,
@@ -185,12 +186,19 @@ def _check_arguments(grid_size: int, radius: float, strategy: str, chunk_size: i
         raise InvalidInputError(f"chunk_size must be >= 1, but got {chunk_size}.")
 
 
-def _choose_strategy(strategy: Strategy, device_type: str) -> str:
-    # NOTE: the CPU choice rests on one measurement of small MLPs (loop 1.5-2.6x faster
-    # than vmap on two cores); larger models and GPUs have not been measured yet.
+# On 2 CPU cores, vmap beat the loop 1.4-1.6x for digits MLPs of 2-9k parameters and tied
+# at 43k (benchmarks/probe_strategies.py, BENCHMARKS.md); larger models favour the loop.
+_CPU_VMAP_MAX_PARAMETERS = 40_000
+
+
+def _choose_strategy(strategy: Strategy, device_type: str, n_parameters: int) -> str:
+    # NOTE: a size rule from one CPU measurement; GPUs and other model families have not
+    # been measured yet.
     if strategy != "auto":
         return strategy
-    return "loop" if device_type == "cpu" else "vmap"
+    if device_type == "cpu" and n_parameters > _CPU_VMAP_MAX_PARAMETERS:
+        return "loop"
+    return "vmap"
 
 
 def _loop_grid(evaluator, params, d1, d2, axis) -> NDArray[np.float64]:

@@ -1,5 +1,11 @@
-"""Loss-landscape slices: probe set, filter-normalized directions and grid evaluation."""
+"""Loss-landscape slices around trained parameters, and the sharpness baselines."""
 
+from topselect.landscape._baselines import (
+    BaselineResult,
+    hessian_trace,
+    sam_sharpness,
+    top_hessian_eigenvalue,
+)
 from topselect.landscape._directions import filter_normalized_direction
 from topselect.landscape._evaluate import (
     LossFn,
@@ -13,6 +19,7 @@ from topselect.landscape._probe_set import ProbeSet, fingerprint, make_probe_set
 
 __all__ = [
     "LANDSCAPE_SCHEMA_VERSION",
+    "BaselineResult",
     "LandscapeResult",
     "LossFn",
     "ParameterEvaluator",
@@ -20,8 +27,11 @@ __all__ = [
     "eval_mode",
     "filter_normalized_direction",
     "fingerprint",
+    "hessian_trace",
     "make_probe_set",
     "parameters_of",
     "probe_landscape",
+    "sam_sharpness",
+    "top_hessian_eigenvalue",
     "unflatten_parameters",
 ]

@@ -25,6 +25,9 @@ FITTED = "topselect.fitted"
 TRAIN_LOSS = "topselect.train_loss"
 CLASS_ID = "topselect.class_id"
 PRUNE_REASON = "topselect.prune_reason"
+PLANE_SCORES = "topselect.plane_scores"
+BASELINES = "topselect.baselines"
+BASELINE_NAMES = ("hessian_trace", "hessian_top_eigenvalue", "asam_sharpness")
 
 
 def trial_by_params(study: optuna.Study, params: dict) -> optuna.trial.FrozenTrial:
@@ -68,6 +71,18 @@ def test_completed_trials_have_topology_attrs(tracked_study) -> None:
         assert isinstance(attrs[TRAIN_LOSS], float)
         assert math.isfinite(attrs[TRAIN_LOSS])
         assert PRUNE_REASON not in attrs
+
+
+def test_completed_trials_have_plane_and_baselines(tracked_study) -> None:
+    completed = tracked_study.load().get_trials(states=(TrialState.COMPLETE,))
+
+    for trial in completed:
+        attrs = trial.user_attrs
+        assert isinstance(attrs[PLANE_SCORES][DEFAULT_SCORE], float)
+        assert attrs[PLANE_SCORES]["center_loss"] == attrs[SCORES]["center_loss"]
+        for name in BASELINE_NAMES:
+            assert isinstance(attrs[BASELINES][name], float), f"trial {trial.number}: {name}"
+            assert attrs[BASELINES][f"{name}_seconds"] > 0
 
 
 def test_fitted_trial_founds_homotopy_class(tracked_study) -> None:

@@ -6,7 +6,7 @@ from topselect.landscape._baselines import (
     sam_sharpness,
     top_hessian_eigenvalue,
 )
-from topselect.landscape._directions import filter_normalized_direction
+from topselect.landscape._directions import filter_normalized_direction, trajectory_plane
 from topselect.landscape._evaluate import (
     LossFn,
     ParameterEvaluator,
@@ -31,6 +31,7 @@ __all__ = [
     "make_probe_set",
     "parameters_of",
     "probe_landscape",
+    "trajectory_plane",
     "sam_sharpness",
     "top_hessian_eigenvalue",
     "unflatten_parameters",

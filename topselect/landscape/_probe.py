@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -93,11 +94,13 @@ def probe_landscape(
     strategy: Strategy = "auto",
     chunk_size: int = 64,
     basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS,
+    directions: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
 ) -> LandscapeResult:
     """Evaluate the loss on a 2-D slice around the model's parameters and analyse it.
 
     Two filter-normalized directions ``d1, d2`` are drawn from ``seed`` (see
-    :func:`filter_normalized_direction`), the probe-set loss is evaluated at
+    :func:`filter_normalized_direction`), unless ``directions`` gives them (for example
+    the plane of a trajectory, see :func:`trajectory_plane`). The probe-set loss is evaluated at
     ``theta + a * d1 + b * d2`` for ``a, b`` on a ``grid_size x grid_size`` grid over
     ``[-radius, radius]``, and the grid's sublevel persistence and flatness scores are
     computed. The model's parameters and buffers are never modified, and every
@@ -115,14 +118,16 @@ def probe_landscape(
             the loop on CPU for models over 40,000 parameters and vmap otherwise.
         chunk_size: Grid points per vmapped call.
         basin_levels: Loss increments at which the basin area is reported.
+        directions: Two mappings from parameter name to a tensor of that parameter's
+            shape. When given, ``seed`` is not used for directions.
 
     Returns:
         The slice, its diagrams and scores.
 
     Raises:
         InvalidInputError: For a bad ``grid_size``, ``radius``, ``strategy`` or
-            ``chunk_size``, a model without floating-point parameters, or a slice whose
-            losses are all non-finite.
+            ``chunk_size``, a model without floating-point parameters, directions that do
+            not match the parameters, or a slice whose losses are all non-finite.
     """
     _check_arguments(grid_size, radius, strategy, chunk_size)
     params = parameters_of(model)
@@ -135,9 +140,16 @@ def probe_landscape(
     import torch
 
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    d1 = filter_normalized_direction(params, generator)
-    d2 = filter_normalized_direction(params, generator)
+    if directions is None:
+        generator = torch.Generator().manual_seed(seed)
+        d1 = filter_normalized_direction(params, generator)
+        d2 = filter_normalized_direction(params, generator)
+        direction_kind = "filter-normalized, biases and 1-D tensors fixed"
+    else:
+        d1, d2 = (
+            _check_direction(d, params, f"directions[{i}]") for i, d in enumerate(directions)
+        )
+        direction_kind = "given"
     axis = np.linspace(-radius, radius, grid_size)
     axis[grid_size // 2] = 0.0  # Exactly the trained parameters, free of rounding.
     with eval_mode(model):
@@ -164,10 +176,32 @@ def probe_landscape(
             "grid_size": grid_size,
             "radius": radius,
             "basin_levels": list(basin_levels),
-            "direction": "filter-normalized, biases and 1-D tensors fixed",
+            "direction": direction_kind,
             "probe_size": len(probe),
         },
     )
+
+
+def _check_direction(
+    direction: Mapping[str, torch.Tensor], params: dict[str, torch.Tensor], label: str
+) -> dict[str, torch.Tensor]:
+    if direction.keys() != params.keys():
+        missing = sorted(params.keys() - direction.keys())
+        extra = sorted(direction.keys() - params.keys())
+        raise InvalidInputError(
+            f"{label} does not match the model's parameters: missing {missing}, "
+            f"unexpected {extra}."
+        )
+    out = {}
+    for name, p in params.items():
+        d = direction[name]
+        if tuple(d.shape) != tuple(p.shape):
+            raise InvalidInputError(
+                f"{label}[{name!r}] has shape {tuple(d.shape)}, but the parameter has "
+                f"{tuple(p.shape)}."
+            )
+        out[name] = d.detach().to(device=p.device, dtype=p.dtype)
+    return out
 
 
 def _check_arguments(grid_size: int, radius: float, strategy: str, chunk_size: int) -> None:

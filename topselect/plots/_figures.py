@@ -30,11 +30,22 @@ def _pyplot():
     return plt
 
 
-def landscape_figure(result: LandscapeResult, basin_delta: float = 0.1) -> Figure:
+def landscape_figure(
+    result: LandscapeResult,
+    basin_delta: float = 0.1,
+    axis_labels: tuple[str, str] = (
+        "direction 1 (filter-normalized units)",
+        "direction 2 (filter-normalized units)",
+    ),
+    path: np.ndarray | None = None,
+) -> Figure:
     """Draw the slice as filled contours, with the centre and its basin outlined.
 
     The basin outline is the level ``center_loss + basin_delta``; the filled area
     containing the centre is the one measured by ``basin_area_<basin_delta>``.
+    ``axis_labels`` name the slice's first and second directions. ``path`` is an optional
+    ``(T, 2)`` array of slice coordinates ``(a, b)``, drawn as a line from its first point
+    (marked as the start) to its last.
     """
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(5.2, 4.4))
@@ -46,14 +57,17 @@ def landscape_figure(result: LandscapeResult, basin_delta: float = 0.1) -> Figur
     level = center_loss + basin_delta
     if np.nanmin(values) < level < np.nanmax(values):
         axes.contour(b, a, values, levels=[level], colors="white", linewidths=1.5)
+    if path is not None and len(path):
+        axes.plot(path[:, 1], path[:, 0], color="orange", marker=".", label="trajectory")
+        axes.plot(path[0, 1], path[0, 0], marker="o", color="orange", label="initialization")
     axes.plot(0, 0, marker="*", color="red", markersize=12, label="trained parameters")
     area = result.scores.get(f"basin_area_{basin_delta:g}")
     title = f"Loss slice (centre loss {center_loss:.4g})"
     if area is not None:
         title += f"\nbasin at +{basin_delta:g}: {area:.1%} of the slice (white outline)"
     axes.set_title(title, fontsize=9)
-    axes.set_xlabel("direction 2 (filter-normalized units)")
-    axes.set_ylabel("direction 1 (filter-normalized units)")
+    axes.set_xlabel(axis_labels[1])
+    axes.set_ylabel(axis_labels[0])
     axes.legend(loc="lower right", fontsize=7)
     figure.tight_layout()
     return figure

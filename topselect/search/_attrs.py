@@ -16,6 +16,10 @@ PREFIX = "topselect."
 
 #: dict of flatness scores (see ``topselect.topology.flatness_scores``).
 SCORES = PREFIX + "scores"
+#: dict of flatness scores of the slice through the trajectory's plane.
+PLANE_SCORES = PREFIX + "plane_scores"
+#: dict of sharpness baselines and their costs in seconds (``<name>_seconds``).
+BASELINES = PREFIX + "baselines"
 #: Whether the final probe-set loss reached the fitted threshold.
 FITTED = PREFIX + "fitted"
 #: Probe-set loss at the trained parameters.

@@ -26,8 +26,12 @@ from topselect.landscape import (
     ParameterEvaluator,
     ProbeSet,
     eval_mode,
+    hessian_trace,
     parameters_of,
     probe_landscape,
+    sam_sharpness,
+    top_hessian_eigenvalue,
+    trajectory_plane,
     unflatten_parameters,
 )
 from topselect.search import _attrs, _optuna_compat
@@ -65,6 +69,11 @@ class TrackerConfig:
         basin_levels: Loss increments at which the basin area is reported.
         strategy: Landscape evaluation strategy (``"auto"``, ``"loop"``, ``"vmap"``).
         classes: Whether to assign homotopy classes at all.
+        trajectory_slice: Whether to probe a second slice, through the plane of the
+            trajectory (see ``trajectory_plane``), with radius 1 so the initialization
+            lies on its edge.
+        baselines: Whether to compute the sharpness baselines (Hessian trace, top Hessian
+            eigenvalue, adaptive SAM) on the probe set.
     """
 
     grid_size: int = 31
@@ -81,6 +90,8 @@ class TrackerConfig:
     basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS
     strategy: Literal["auto", "loop", "vmap"] = "auto"
     classes: bool = True
+    trajectory_slice: bool = True
+    baselines: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
@@ -213,6 +224,9 @@ class TrialTracker:
         self.final_value: float | None = None
         self.last_value: float | None = None
         self.landscape: LandscapeResult | None = None
+        self.plane: LandscapeResult | None = None
+        self._plane_path: np.ndarray | None = None
+        self.baselines: dict[str, float] | None = None
         self.summary: TrajectorySummary | None = None
         self._sketches: dict[float, np.ndarray] = {}
         self._entered = False
@@ -297,12 +311,20 @@ class TrialTracker:
         self.recorder.update(1.0)
         started = time.perf_counter()
         self.landscape = self._guarded("probe the landscape", self._probe)
+        if self.config.trajectory_slice:
+            self.plane = self._guarded("probe the trajectory plane", self._probe_plane)
+        if self.config.baselines:
+            self.baselines = self._guarded("compute sharpness baselines", self._baselines)
         self.summary = self._guarded("summarize the trajectory", self._summarize)
         train_loss = self._train_loss()
         fitted = train_loss is not None and train_loss <= self.config.fit_loss
         attrs: dict[str, Any] = {_attrs.TRAIN_LOSS: train_loss, _attrs.FITTED: fitted}
         if self.landscape is not None:
             attrs[_attrs.SCORES] = self.landscape.scores
+        if self.plane is not None:
+            attrs[_attrs.PLANE_SCORES] = self.plane.scores
+        if self.baselines is not None:
+            attrs[_attrs.BASELINES] = self.baselines
         self._set_attrs(attrs)
         if self._classes_enabled():
             if fitted:
@@ -347,6 +369,39 @@ class TrialTracker:
             strategy=self.config.strategy,
             basin_levels=self.config.basin_levels,
         )
+
+    def _probe_plane(self) -> LandscapeResult | None:
+        if len(self.recorder.waypoints) < 3:
+            return None
+        params = parameters_of(self.model)
+        directions = trajectory_plane(params, self.recorder.waypoints)
+        self._plane_path = _plane_coordinates(params, directions, self.recorder.waypoints)
+        return probe_landscape(
+            self.model,
+            self.loss_fn,
+            self.probe,
+            grid_size=self.config.grid_size,
+            radius=1.0,
+            strategy=self.config.strategy,
+            basin_levels=self.config.basin_levels,
+            directions=directions,
+        )
+
+    def _baselines(self) -> dict[str, float]:
+        results = {
+            "hessian_trace": hessian_trace(
+                self.model, self.loss_fn, self.probe, seed=self.config.seed
+            ),
+            "hessian_top_eigenvalue": top_hessian_eigenvalue(
+                self.model, self.loss_fn, self.probe, seed=self.config.seed
+            ),
+            "asam_sharpness": sam_sharpness(self.model, self.loss_fn, self.probe),
+        }
+        out: dict[str, float] = {}
+        for name, result in results.items():
+            out[name] = result.value
+            out[f"{name}_seconds"] = result.seconds
+        return out
 
     def _summarize(self) -> TrajectorySummary:
         reference = parameters_of(self.model)
@@ -460,6 +515,11 @@ class TrialTracker:
         if self.landscape is not None:
             metrics.update({f"topselect.{k}": v for k, v in self.landscape.scores.items()})
             metrics["topselect.landscape_seconds"] = self.landscape.seconds
+        if self.plane is not None:
+            metrics.update({f"topselect.plane.{k}": v for k, v in self.plane.scores.items()})
+            metrics["topselect.plane.landscape_seconds"] = self.plane.seconds
+        if self.baselines is not None:
+            metrics.update({f"topselect.baseline.{k}": v for k, v in self.baselines.items()})
         metrics["topselect.train_loss"] = attrs.get(_attrs.TRAIN_LOSS)
         metrics["topselect.analysis_seconds"] = analysis_seconds
         self.logger.log_params(self.run_id, self.trial.params)
@@ -495,6 +555,13 @@ class TrialTracker:
                 self.landscape.diagrams, f"Trial {self.trial.number}: sublevel persistence"
             )
             figures["landscape.png"] = landscape_figure(self.landscape)
+        if self.plane is not None:
+            json_files["landscape_plane.json"] = self.plane.to_dict()
+            figures["landscape_plane.png"] = landscape_figure(
+                self.plane,
+                axis_labels=("towards the initialization", "trajectory bend"),
+                path=self._plane_path,
+            )
         if self.summary is not None:
             trajectory = self.summary.to_dict()
             trajectory["schema_version"] = SCHEMA_VERSION
@@ -523,6 +590,26 @@ class TrialTracker:
             raise InvalidInputError(
                 "the tracker is not open: use it as `with topselect.track(...) as tracker:`."
             )
+
+
+def _plane_coordinates(
+    params: dict[str, torch.Tensor],
+    directions: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    waypoints: dict[float, torch.Tensor],
+) -> np.ndarray:
+    """Return the ``(T, 2)`` slice coordinates of the waypoints projected onto the plane."""
+    import torch
+
+    def flat(mapping: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat(
+            [t.detach().reshape(-1).to("cpu", torch.float64) for t in mapping.values()]
+        )
+
+    theta, d1, d2 = flat(params), flat(directions[0]), flat(directions[1])
+    points = torch.stack([waypoints[f].to(torch.float64) for f in sorted(waypoints)]) - theta
+    # d1 and d2 are orthogonal, so the projection splits into two independent coordinates.
+    coords = torch.stack([points @ d1 / (d1 @ d1), points @ d2 / (d2 @ d2)], dim=1)
+    return coords.numpy()
 
 
 def _mlflow_store(logger: StudyLogger) -> MlflowWaypointStore:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+import optuna
 import pytest
 from click.testing import CliRunner, Result
 from mlflow import MlflowClient
@@ -205,3 +208,37 @@ def test_compare_missing_sqlite_store_untouched(
     assert str(path) in line
     assert not path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_compare_foreign_sqlite_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.commit()
+    before = path.read_bytes()
+
+    result = compare("digits-mlp", "--tracking-uri", f"sqlite:///{path}")
+
+    line = assert_one_line_error(result)
+    assert result.exit_code == 2
+    assert "is not an MLflow tracking store" in line
+    assert path.read_bytes() == before
+
+
+def test_compare_suggests_case_insensitive_match(tracked_study) -> None:
+    result = compare("DIGITS-MLP", "--tracking-uri", tracked_study.tracking_uri)
+
+    line = assert_one_line_error(result)
+    assert "Did you mean 'digits-mlp'?" in line
+
+
+def test_compare_rejects_multi_objective_study(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = optuna.create_study(study_name="two-goals", directions=["minimize", "maximize"])
+    topselect.StudyLogger(uri).prepare_study(study)
+
+    result = compare("two-goals", "--tracking-uri", uri)
+
+    line = assert_one_line_error(result)
+    assert "several objectives (minimize/maximize)" in line

@@ -18,6 +18,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+import topselect
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMPLETED_ARTIFACTS = {
     "topselect/diagram.json",
@@ -130,11 +132,16 @@ def test_layout_nested_run_per_trial(
 
 
 def test_layout_params_equal_trial_params(
-    trial_runs: dict[str, mlflow.entities.Run], study: optuna.Study
+    trial_runs: dict[str, mlflow.entities.Run],
+    study: optuna.Study,
+    tracker_config: topselect.TrackerConfig,
 ) -> None:
+    settings = {f"topselect.{k}": str(v) for k, v in tracker_config.to_params().items()}
     for trial in study.trials:
         params = trial_runs[str(trial.number)].data.params
-        assert params == {name: str(value) for name, value in trial.params.items()}
+        own = {k: v for k, v in params.items() if not k.startswith("topselect.")}
+        assert own == {name: str(value) for name, value in trial.params.items()}
+        assert {k: v for k, v in params.items() if k.startswith("topselect.")} == settings
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -91,3 +93,48 @@ def test_corrupt_store_raises_tracking_error(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="corrupt")
     with pytest.raises(topselect.TrackingError, match="could not prepare MLflow run"):
         logger.prepare_study(study)
+
+
+def test_prepare_study_replaces_missing_parent(store_and_cwd: tuple[Path, Path]) -> None:
+    store, _ = store_and_cwd
+    storage = f"sqlite:///{store / 'o.db'}"
+    study = optuna.create_study(study_name="moved", storage=storage)
+    old = topselect.StudyLogger(f"sqlite:///{store / 'old.db'}").prepare_study(study)
+
+    new_uri = f"sqlite:///{store / 'new.db'}"
+    reloaded = optuna.load_study(study_name="moved", storage=storage)
+    new = topselect.StudyLogger(new_uri).prepare_study(reloaded)
+
+    assert new != old
+    assert MlflowClient(new_uri).get_run(new).data.tags["topselect.role"] == "study"
+    assert (
+        optuna.load_study(study_name="moved", storage=storage).user_attrs[
+            "topselect.mlflow_parent_run_id"
+        ]
+        == new
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_paused_after_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Removed here so the logger's own bounds apply; monkeypatch drops them again after.
+    for name in ("MAX_RETRIES", "BACKOFF_FACTOR", "TIMEOUT"):
+        monkeypatch.delenv(f"MLFLOW_HTTP_REQUEST_{name}", raising=False)
+    logger = topselect.StudyLogger(f"http://127.0.0.1:{_closed_port()}")
+
+    started = time.monotonic()
+    logger.log_metrics("0" * 32, {"a": 1.0})
+    first = time.monotonic() - started
+    started = time.monotonic()
+    logger.log_metrics("0" * 32, {"a": 2.0})
+    logger.set_tags("0" * 32, {"b": "c"})
+    second = time.monotonic() - started
+
+    assert first < 30.0
+    assert second < 0.5
+    assert logger.skipped_calls == 2

@@ -34,6 +34,8 @@ def cli(verbose: int) -> None:
     # MLflow logs its store migrations at INFO and configures its logger on import, from
     # this variable; a user's own setting wins.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose >= 2 else "WARNING")
+    # urllib3 logs every retry of an unreachable tracking server as a WARNING line.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 def _register() -> None:

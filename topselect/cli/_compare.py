@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import click
 
@@ -14,9 +17,31 @@ FORMATS = ("table", "json", "csv")
 def _bound_http_retries() -> None:
     # MLflow retries HTTP calls 7 times with backoff by default, which kept a call to a
     # closed port waiting minutes. The CLI should fail fast instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """Raise UserError unless ``path`` is an MLflow sqlite store, without writing to it.
+
+    MlflowClient creates its tables in any sqlite file it opens, so a read command must
+    look first, through a read-only connection.
+    """
+    if not path.exists():
+        raise UserError(
+            f"no MLflow store at {path}; run in the directory that holds mlflow.db or pass "
+            "--tracking-uri."
+        )
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as error:
+        raise UserError(f"{path} is not an MLflow tracking store: {error}.") from None
+    if not {"experiments", "runs", "alembic_version"} <= tables:
+        raise UserError(
+            f"{path} is not an MLflow tracking store (it has no MLflow tables). Check "
+            "--tracking-uri."
+        )
 
 
 def compare_text(
@@ -36,11 +61,8 @@ def compare_text(
 
     uri = resolve_tracking_uri(tracking_uri)
     path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        raise UserError(
-            f"no MLflow store at {path}; run in the directory that holds mlflow.db or pass "
-            "--tracking-uri."
-        )
+    if path is not None:
+        _check_sqlite_store(path)
     from mlflow import MlflowClient
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -123,11 +124,22 @@ def demo(trials: int, epochs: int, seed: int, study_name: str, storage: str | No
         raise UserError(str(error)) from None
     except TrackingError as error:
         raise click.ClickException(str(error)) from None
+    except (ImportError, RuntimeError, ValueError, OSError) as error:
+        # Storage URLs fail in many ways (missing driver, unreachable server, bad URL).
+        if logging.getLogger("topselect").level <= logging.DEBUG:
+            raise
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise click.ClickException(
+            f"the search failed: {type(error).__name__}: {first_line} (run with -vv for the "
+            "traceback)"
+        ) from None
     finally:
         bar.close()
     ranked = [e for e in result.ranking if e.rank is not None and e.record.state == "COMPLETE"]
+    held = len(result.study.trials)
+    resumed = f" (the study now holds {held})" if held != result.new_trials else ""
     click.echo(
-        f"\nFinished {len(result.study.trials)} trials in {time.perf_counter() - started:.0f} s."
+        f"\nRan {result.new_trials} trials in {time.perf_counter() - started:.0f} s{resumed}."
     )
     if ranked:
         by_validation = max(ranked, key=lambda e: (e.record.value, -e.record.number))

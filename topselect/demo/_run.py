@@ -65,12 +65,14 @@ class DemoResult:
         ranking: ``rank_trials(study)``.
         tracking_uri: Where the runs were logged.
         seconds: Wall time of the search.
+        new_trials: Trials this call ran (a resumed study holds more).
     """
 
     study: optuna.Study
     ranking: list[RankedTrial]
     tracking_uri: str
     seconds: float
+    new_trials: int
 
 
 def build_model(
@@ -184,7 +186,6 @@ def run_demo(
         data.x_train, data.y_train, size=settings.probe_size, seed=settings.seed
     )
     config = TrackerConfig(grid_size=settings.grid_size, seed=settings.seed)
-    sampler = topselect.TopologicalSampler(seed=settings.seed)
     pruner = topselect.TopologicalPruner(
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
     )
@@ -192,10 +193,14 @@ def run_demo(
         study_name=settings.study_name,
         storage=settings.storage,
         direction="maximize",
-        sampler=sampler,
         pruner=pruner,
         load_if_exists=True,
     )
+    # A resumed study continues with a new, still reproducible seed, so that it does not
+    # repeat the parameters its first run sampled.
+    previous_trials = len(study.get_trials(deepcopy=False))
+    sampler = topselect.TopologicalSampler(seed=settings.seed + previous_trials)
+    study.sampler = sampler
     logger = StudyLogger(settings.tracking_uri)
     logger.prepare_study(
         study,
@@ -213,4 +218,7 @@ def run_demo(
         study.optimize(objective, n_trials=settings.trials, callbacks=callbacks)
     seconds = time.perf_counter() - started
     logger.finish_study(study)
-    return DemoResult(study, topselect.rank_trials(study), logger.tracking_uri, seconds)
+    new_trials = len(study.get_trials(deepcopy=False)) - previous_trials
+    return DemoResult(
+        study, topselect.rank_trials(study), logger.tracking_uri, seconds, new_trials
+    )

@@ -14,7 +14,12 @@ from topselect.landscape._evaluate import (
     parameters_of,
     unflatten_parameters,
 )
-from topselect.landscape._probe import LANDSCAPE_SCHEMA_VERSION, LandscapeResult, probe_landscape
+from topselect.landscape._probe import (
+    LANDSCAPE_SCHEMA_VERSION,
+    LandscapeResult,
+    check_probe_arguments,
+    probe_landscape,
+)
 from topselect.landscape._probe_set import ProbeSet, fingerprint, make_probe_set
 
 __all__ = [
@@ -24,6 +29,7 @@ __all__ = [
     "LossFn",
     "ParameterEvaluator",
     "ProbeSet",
+    "check_probe_arguments",
     "eval_mode",
     "filter_normalized_direction",
     "fingerprint",

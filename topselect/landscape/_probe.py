@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from topselect.landscape._probe_set import ProbeSet
 
-__all__ = ["LandscapeResult", "probe_landscape"]
+__all__ = ["LandscapeResult", "check_probe_arguments", "probe_landscape"]
 
 _logger = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def probe_landscape(
         seed: Seed of the directions. Use one seed per study so trials are comparable.
         strategy: ``"loop"`` evaluates one grid point per forward pass; ``"vmap"``
             evaluates ``chunk_size`` points per pass with ``torch.vmap``. ``"auto"`` uses
-            the loop on CPU for models over 40,000 parameters and vmap otherwise.
+            the loop on CPU for models over 40,000 parameters and vmap otherwise, and
+            falls back to the loop when vmap fails on the model.
         chunk_size: Grid points per vmapped call.
         basin_levels: Loss increments at which the basin area is reported.
         directions: Two mappings from parameter name to a tensor of that parameter's
@@ -129,7 +130,7 @@ def probe_landscape(
             ``chunk_size``, a model without floating-point parameters, directions that do
             not match the parameters, or a slice whose losses are all non-finite.
     """
-    _check_arguments(grid_size, radius, strategy, chunk_size)
+    check_probe_arguments(grid_size, radius, strategy, chunk_size)
     params = parameters_of(model)
     if not params:
         raise InvalidInputError("model has no floating-point parameters to probe.")
@@ -155,8 +156,17 @@ def probe_landscape(
     with eval_mode(model):
         if chosen == "loop":
             values = _loop_grid(evaluator, params, d1, d2, axis)
-        else:
+        elif strategy == "vmap":
             values = _vmap_grid(evaluator, params, d1, d2, axis, chunk_size)
+        else:
+            try:
+                values = _vmap_grid(evaluator, params, d1, d2, axis, chunk_size)
+            except RuntimeError as error:
+                # torch.vmap rejects models that read tensor values in Python (.item(),
+                # data-dependent branches); the loop evaluates any model.
+                _logger.info("vmap failed (%s); probing with the loop instead.", error)
+                chosen = "loop"
+                values = _loop_grid(evaluator, params, d1, d2, axis)
     diagrams = _sublevel_persistence(values)
     middle = grid_size // 2
     scores = flatness_scores(values, diagrams, (middle, middle), basin_levels)
@@ -204,7 +214,9 @@ def _check_direction(
     return out
 
 
-def _check_arguments(grid_size: int, radius: float, strategy: str, chunk_size: int) -> None:
+def check_probe_arguments(grid_size: int, radius: float, strategy: str, chunk_size: int) -> None:
+    """Raise :class:`InvalidInputError` for a grid, radius, strategy or chunk size the probe
+    cannot use, so callers can check settings before any training runs."""
     if grid_size < 3 or grid_size % 2 == 0:
         raise InvalidInputError(
             f"grid_size must be odd and >= 3 so the trained parameters sit on the centre "

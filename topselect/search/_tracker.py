@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +26,7 @@ from topselect.landscape import (
     LossFn,
     ParameterEvaluator,
     ProbeSet,
+    check_probe_arguments,
     eval_mode,
     hessian_trace,
     parameters_of,
@@ -110,6 +112,17 @@ class TrackerConfig:
             raise InvalidInputError(f"max_candidates must be >= 1, but got {self.max_candidates}.")
         if self.sketch_dim < 1:
             raise InvalidInputError(f"sketch_dim must be >= 1, but got {self.sketch_dim}.")
+        # The probe's own checks, run now so a bad setting fails before any training.
+        check_probe_arguments(self.grid_size, self.radius, self.strategy, chunk_size=1)
+        if not self.basin_levels or any(not (level >= 0) for level in self.basin_levels):
+            raise InvalidInputError(
+                f"basin_levels must be a non-empty sequence of numbers >= 0, but got "
+                f"{self.basin_levels}."
+            )
+        if not self.fractions or list(self.fractions) != sorted(set(self.fractions)):
+            raise InvalidInputError(
+                f"fractions must be strictly ascending, but got {self.fractions}."
+            )
 
     def to_params(self) -> dict[str, Any]:
         """Return the settings as flat MLflow params."""
@@ -118,8 +131,16 @@ class TrackerConfig:
             "radius": self.radius,
             "seed": self.seed,
             "fractions": ",".join(f"{f:g}" for f in self.fractions),
+            "sketch_dim": self.sketch_dim,
             "epsilon": self.epsilon,
             "fit_loss": self.fit_loss,
+            "class_warmup": self.class_warmup,
+            "max_candidates": self.max_candidates,
+            "basin_levels": ",".join(f"{level:g}" for level in self.basin_levels),
+            "strategy": self.strategy,
+            "classes": self.classes,
+            "trajectory_slice": self.trajectory_slice,
+            "baselines": self.baselines,
         }
 
 
@@ -221,8 +242,10 @@ class TrialTracker:
         # The initial parameters (progress 0) are recorded here, when the tracker is made.
         self.recorder = TrajectoryRecorder(model, config.fractions, config.sketch_dim, config.seed)
         self.architecture = architecture_signature(model)
-        self.final_value: float | None = None
+        self.multi_objective = len(self.study.directions) > 1
+        self.final_values: list[float] | None = None
         self.last_value: float | None = None
+        self._errors: list[str] = []
         self.landscape: LandscapeResult | None = None
         self.plane: LandscapeResult | None = None
         self._plane_path: np.ndarray | None = None
@@ -267,7 +290,10 @@ class TrialTracker:
         traceback: TracebackType | None,
     ) -> Literal[False]:
         if exc_type is None:
-            self._on_complete()
+            if self.final_values is not None and any(math.isnan(v) for v in self.final_values):
+                self._on_failed(None, reason=f"the objective value is NaN: {self.final_values}")
+            else:
+                self._on_complete()
         elif issubclass(exc_type, optuna.TrialPruned):
             self._on_pruned()
         else:
@@ -278,6 +304,9 @@ class TrialTracker:
 
     def report(self, value: float, step: int, progress: float | None = None) -> None:
         """Report an intermediate value, record waypoints, and prune if the pruner decides to.
+
+        In a multi-objective study Optuna stores no intermediate values and cannot prune,
+        so ``value`` only goes to MLflow.
 
         Args:
             value: Intermediate objective value (e.g. validation accuracy after an epoch).
@@ -293,16 +322,39 @@ class TrialTracker:
         if progress is not None and self.recorder.update(progress):
             if self._classes_enabled() and self.config.class_warmup <= progress < 1.0:
                 self._place_in_class(final=False)
-        self.trial.report(value, step)
+        if not self.multi_objective:  # Optuna keeps no intermediate values for those.
+            self.trial.report(value, step)
         self.last_value = float(value)
         if self.logger is not None:
             self.logger.log_metrics(self.run_id, {"intermediate_value": value}, step=step)
         if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"Trial {self.trial.number} was pruned at step {step}.")
 
-    def finish(self, value: float) -> float:
-        """Record the trial's final objective value for MLflow and return it unchanged."""
-        self.final_value = float(value)
+    def finish(self, value: float | Sequence[float]) -> Any:
+        """Record the trial's final objective value(s) for MLflow and return them unchanged.
+
+        Return its result from the objective: Optuna records the returned value, and the
+        tracker cannot see it otherwise. A NaN value marks the trial failed, as Optuna
+        does.
+
+        Raises:
+            InvalidInputError: Outside the ``with`` block, or for a value that is not a
+                number (or, in a multi-objective study, a sequence of numbers).
+        """
+        self._require_entered()
+        values = list(value) if isinstance(value, Sequence) else [value]
+        try:
+            self.final_values = [float(v) for v in values]
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(
+                f"finish() takes the objective value(s) as numbers, but got {value!r}."
+            ) from error
+        expected = len(self.study.directions)
+        if len(self.final_values) != expected:
+            raise InvalidInputError(
+                f"the study has {expected} objective(s), but finish() got "
+                f"{len(self.final_values)} value(s): {value!r}."
+            )
         return value
 
     # -- outcomes ---------------------------------------------------------------------
@@ -345,16 +397,23 @@ class TrialTracker:
         )
         self._log_outcome("PRUNED", "KILLED", 0.0)
 
-    def _on_failed(self, exc: BaseException | None) -> None:
-        if self.logger is not None:
-            self.logger.set_tags(
-                self.run_id,
-                {
-                    "topselect.state": "FAIL",
-                    "topselect.error": f"{type(exc).__name__}: {exc}"[:500],
-                },
-            )
-            self.logger.end_run(self.run_id, "FAILED")
+    def _on_failed(self, exc: BaseException | None, reason: str | None = None) -> None:
+        self.summary = self._guarded("summarize the trajectory", self._summarize)
+        if self.logger is None:
+            return
+        message = reason if reason is not None else f"{type(exc).__name__}: {exc}"
+        self.logger.log_params(self.run_id, self._params())
+        self.logger.set_tags(
+            self.run_id, {"topselect.state": "FAIL", "topselect.error": message[:500]}
+        )
+        self._guarded("upload artifacts", self._upload_artifacts)
+        self.logger.end_run(self.run_id, "FAILED")
+
+    def _params(self) -> dict[str, Any]:
+        """Return the trial's params and the tracker settings, as logged to MLflow."""
+        params: dict[str, Any] = dict(self.trial.params)
+        params.update({f"topselect.{k}": v for k, v in self.config.to_params().items()})
+        return params
 
     # -- analysis steps ---------------------------------------------------------------
 
@@ -404,6 +463,8 @@ class TrialTracker:
         return out
 
     def _summarize(self) -> TrajectorySummary:
+        # NOTE: earlier waypoints are evaluated with the final BatchNorm running statistics,
+        # which overstates their loss on models with BatchNorm.
         reference = parameters_of(self.model)
         evaluator = ParameterEvaluator(self.model, self.loss_fn, self.probe)
         losses: list[float | None] = []
@@ -510,8 +571,9 @@ class TrialTracker:
         if self.logger is None:
             return
         attrs = _optuna_compat.stored_user_attrs(self.trial)
-        value = self.final_value if self.final_value is not None else self.last_value
-        metrics: dict[str, float | None] = {"value": value if state == "COMPLETE" else None}
+        metrics: dict[str, float | None] = {}
+        if state == "COMPLETE":
+            metrics.update(self._value_metrics())
         if self.landscape is not None:
             metrics.update({f"topselect.{k}": v for k, v in self.landscape.scores.items()})
             metrics["topselect.landscape_seconds"] = self.landscape.seconds
@@ -522,7 +584,7 @@ class TrialTracker:
             metrics.update({f"topselect.baseline.{k}": v for k, v in self.baselines.items()})
         metrics["topselect.train_loss"] = attrs.get(_attrs.TRAIN_LOSS)
         metrics["topselect.analysis_seconds"] = analysis_seconds
-        self.logger.log_params(self.run_id, self.trial.params)
+        self.logger.log_params(self.run_id, self._params())
         self.logger.log_metrics(self.run_id, metrics)
         self.logger.set_tags(
             self.run_id,
@@ -539,6 +601,19 @@ class TrialTracker:
         )
         self._guarded("upload artifacts", self._upload_artifacts)
         self.logger.end_run(self.run_id, status)
+
+    def _value_metrics(self) -> dict[str, float | None]:
+        if self.final_values is None:
+            _logger.warning(
+                "Trial %d returned without tracker.finish(value), so MLflow has no final "
+                "value for it and `topselect compare` cannot rank it. Return "
+                "tracker.finish(value) from the objective.",
+                self.trial.number,
+            )
+            return {}
+        if len(self.final_values) == 1:
+            return {"value": self.final_values[0]}
+        return {f"value_{i}": v for i, v in enumerate(self.final_values)}
 
     def _upload_artifacts(self) -> None:
         logger = self.logger
@@ -582,7 +657,8 @@ class TrialTracker:
         except Exception as error:  # An analysis failure must not fail the trial.
             message = f"failed to {action}: {type(error).__name__}: {error}"
             _logger.warning("Trial %d: %s", self.trial.number, message)
-            self._set_attrs({_attrs.ANALYSIS_ERROR: message[:1000]})
+            self._errors.append(message)
+            self._set_attrs({_attrs.ANALYSIS_ERROR: " | ".join(self._errors)[:2000]})
             return None
 
     def _require_entered(self) -> None:

@@ -55,8 +55,16 @@ def find_experiment(client, name_or_id: str):
     if experiment is not None:
         return experiment
     names = [e.name for e in client.search_experiments()]
-    near = difflib.get_close_matches(name_or_id, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+    by_lower = {name.lower(): name for name in names}
+    near = difflib.get_close_matches(name_or_id.lower(), list(by_lower), n=3, cutoff=0.5)
+    if near:
+        hint = f" Did you mean {', '.join(repr(by_lower[n]) for n in near)}?"
+    elif names:
+        shown = ", ".join(repr(n) for n in sorted(names)[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        hint = f" Experiments in this store: {shown}{more}."
+    else:
+        hint = " The store holds no experiments."
     raise ExperimentNotFoundError(f"experiment {name_or_id!r} not found.{hint}")
 
 
@@ -102,6 +110,12 @@ def load_study_runs(client, name_or_id: str, parent_run_id: str | None = None) -
             f"study runs: {', '.join(ids)}."
         )
     params = parent.data.params
+    direction = parent.data.tags.get("topselect.direction", "minimize")
+    if "/" in direction:
+        raise TrackingError(
+            f"study run {parent.info.run_id} of {experiment.name!r} has several objectives "
+            f"({direction}); compare ranks single-objective studies only."
+        )
     children = _search_all(
         client,
         experiment.experiment_id,
@@ -111,7 +125,7 @@ def load_study_runs(client, name_or_id: str, parent_run_id: str | None = None) -
     return StudyRuns(
         experiment_name=experiment.name,
         parent_run_id=parent.info.run_id,
-        maximize=parent.data.tags.get("topselect.direction", "minimize") == "maximize",
+        maximize=direction == "maximize",
         weight=float(params.get("topselect.weight", DEFAULT_WEIGHT)),
         score=params.get("topselect.score", DEFAULT_SCORE),
         records=records,

@@ -3,13 +3,14 @@
 Layout (schema version :data:`SCHEMA_VERSION`):
 
 * experiment: the study name;
-* parent run: named after the study, tag ``topselect.role=study``, params
-  ``topselect.weight``, ``topselect.score``, ``topselect.direction``;
+* parent run: named after the study, tags ``topselect.role=study`` and
+  ``topselect.direction``, params ``topselect.weight`` and ``topselect.score``;
 * one nested run per trial: named ``str(trial.number)`` (as optuna-integration's
   ``MLflowCallback`` names them), tag ``mlflow.parentRunId``, ``topselect.role=trial``,
-  ``topselect.trial_number``, ``topselect.state``; params are the trial's params; metrics
-  ``intermediate_value`` by step, ``value``, and every score as ``topselect.<score>``;
-  artifacts under ``topselect/``.
+  ``topselect.trial_number``, ``topselect.state``; params are the trial's params and the
+  tracker settings (``topselect.<setting>``); metrics ``intermediate_value`` by step,
+  ``value`` (``value_<i>`` for several objectives), and every score as
+  ``topselect.<score>``; artifacts under ``topselect/``.
 
 Logging never fails a trial: an MLflow error is logged as one warning per logger and the
 trial goes on.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -43,6 +45,9 @@ SCHEMA_VERSION = 1
 
 ARTIFACT_DIR = "topselect"
 
+#: Seconds during which a StudyLogger skips MLflow after a failed call.
+PAUSE_SECONDS = 60
+
 # mlflow.utils.validation caps a batch at 1,000 metrics and 100 params.
 _METRICS_PER_BATCH = 1000
 _PARAMS_PER_BATCH = 100
@@ -50,6 +55,13 @@ _PARAMS_PER_BATCH = 100
 
 class StudyLogger:
     """Write a study and its trials to an MLflow tracking store.
+
+    Logging never stops training. After a failed call the logger skips MLflow for
+    :data:`PAUSE_SECONDS` (counting the skipped calls in :attr:`skipped_calls`), so an
+    unreachable server costs one bounded timeout, not one per metric. For an HTTP
+    tracking URI it also bounds MLflow's HTTP retries through the environment variables
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (2), ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (1) and
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (20 s), unless they are already set.
 
     Args:
         tracking_uri: MLflow tracking URI; ``$MLFLOW_TRACKING_URI`` or
@@ -61,6 +73,11 @@ class StudyLogger:
         self._client: Any = None
         self._warned = False
         self._lock = threading.Lock()
+        self._verified_parents: set[str] = set()
+        self._paused_until = 0.0
+        self.skipped_calls = 0
+        if self.tracking_uri.startswith(("http://", "https://")):
+            bound_http_retries()
 
     @property
     def client(self):
@@ -85,7 +102,7 @@ class StudyLogger:
             TrackingError: When the store cannot be reached or written.
         """
         existing = study.user_attrs.get(_attrs.STUDY_PARENT_RUN_ID)
-        if existing:
+        if existing and self._parent_exists(str(existing)):
             return str(existing)
         try:
             experiment_id = self._experiment_id(study.study_name)
@@ -106,7 +123,31 @@ class StudyLogger:
                 f"{self.tracking_uri}: {error}"
             ) from error
         study.set_user_attr(_attrs.STUDY_PARENT_RUN_ID, run.info.run_id)
+        self._verified_parents.add(run.info.run_id)
         return run.info.run_id
+
+    def _parent_exists(self, run_id: str) -> bool:
+        """Return whether ``run_id`` is a run of this store (checked once per logger)."""
+        if run_id in self._verified_parents:
+            return True
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(
+                    f"could not read the study run {run_id} at {self.tracking_uri}: {error}"
+                ) from error
+            _logger.warning(
+                "The study's MLflow run %s is not in %s (the store moved or was deleted); "
+                "creating a new study run there.",
+                run_id,
+                self.tracking_uri,
+            )
+            return False
+        self._verified_parents.add(run_id)
+        return True
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -258,23 +299,44 @@ class StudyLogger:
             self._safely("end the run", lambda: self.client.set_terminated(run_id, status))
 
     def _safely(self, action: str, call):
+        with self._lock:
+            if time.monotonic() < self._paused_until:
+                self.skipped_calls += 1
+                _logger.debug("Skipped MLflow call to %s: paused after a failure.", action)
+                return None
         try:
             return call()
         except Exception as error:  # MLflow raises many types; none may stop training.
             with self._lock:
                 first, self._warned = not self._warned, True
+                self._paused_until = time.monotonic() + PAUSE_SECONDS
             if first:
+                # NOTE: skipped calls are not spooled for a later upload yet, so their
+                # metrics and artifacts are missing from MLflow.
                 _logger.warning(
-                    "MLflow failed to %s at %s (%s: %s); training goes on without it. "
-                    "Later failures are logged at DEBUG level.",
+                    "MLflow failed to %s at %s (%s: %s); training goes on without it, and "
+                    "MLflow calls are skipped for %d s. Later failures are logged at DEBUG "
+                    "level.",
                     action,
                     self.tracking_uri,
                     type(error).__name__,
                     error,
+                    PAUSE_SECONDS,
                 )
             else:
                 _logger.debug("MLflow failed to %s: %s", action, error)
             return None
+
+
+def bound_http_retries() -> None:
+    """Bound MLflow's HTTP retries and timeout, unless the user already set them.
+
+    MLflow retries HTTP calls 7 times with exponential backoff by default: a call to a
+    closed port on 127.0.0.1 took about 250 s to fail here (MLflow 3.17).
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def _ranking_settings(study: optuna.Study) -> dict[str, Any]:

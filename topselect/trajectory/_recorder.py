@@ -177,6 +177,8 @@ def _explained_variance(points: list[torch.Tensor]) -> list[float]:
     import torch
 
     stacked = torch.stack(points).to(torch.float64)
+    if not bool(torch.isfinite(stacked).all()):
+        return []  # A diverged run: its principal directions are undefined.
     centred = stacked - stacked.mean(dim=0, keepdim=True)
     gram = centred @ centred.T  # T x T: cheap even when P is large.
     eigenvalues = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).numpy()

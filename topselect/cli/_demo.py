@@ -8,8 +8,6 @@ import time
 
 import click
 
-from topselect.tracking._uri import default_tracking_uri
-
 
 def _progress_callback(total: int):
     from tqdm import tqdm
@@ -99,6 +97,7 @@ def demo(trials: int, epochs: int, seed: int, study_name: str, storage: str | No
     from topselect.cli._compare import compare_text
     from topselect.demo import DemoSettings, run_demo
     from topselect.exceptions import InvalidInputError, TrackingError
+    from topselect.tracking._uri import default_tracking_uri
 
     if grid_size % 2 == 0:
         raise UserError(f"--grid-size must be odd, but got {grid_size}. Try {grid_size + 1}.")

@@ -22,8 +22,8 @@ _logger = logging.getLogger(__name__)
 class TopologicalPruner(BasePruner):
     """Prune with a base pruner, plus a rule on homotopy classes.
 
-    Class rule: a running trial placed in a homotopy class (on the prefix of its
-    trajectory, by the trial tracker) is pruned when that class already contains at least
+    Class rule: the trial tracker places a running trial in a homotopy class on the prefix
+    of its trajectory. Such a trial is pruned when that class already contains at least
     ``min_class_members`` completed trials and every one of them ended worse than the
     median value of all completed trials by more than ``margin``. The trial must also
     have reported at least ``warmup_steps`` steps. Nothing is pruned on missing data: a

@@ -27,9 +27,9 @@ __all__ = [
 #: parameters 0.1 loss units above their loss (in [0, 1]; larger is flatter).
 DEFAULT_SCORE = "basin_area_0.1"
 
-# NOTE: a provisional weight. It moves a fitted trial by at most 0.01 objective units (one
-# accuracy point when the objective is accuracy), enough to break near-ties; no benchmark
-# has yet shown that a larger weight selects models that generalize better.
+# NOTE: a provisional weight. It moves a fitted trial by at most 0.01 objective units, one
+# accuracy point when the objective is accuracy, which is enough to break near-ties. No
+# benchmark has yet shown that a larger weight selects models that generalize better.
 #: Objective units added per unit of the score, for fitted trials only.
 DEFAULT_WEIGHT = 0.01
 
@@ -206,7 +206,7 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 def rank_trials(
     study: optuna.Study, *, weight: float | None = None, score: str | None = None
 ) -> list[RankedTrial]:
-    """Rank a study's trials the way :class:`TopologicalSampler` sees them.
+    """Rank a study's trials by the values :class:`TopologicalSampler` shows its base sampler.
 
     Completed trials come first, ordered by topology-adjusted value; pruned trials follow,
     ordered by their adjusted last intermediate value; failed and running trials close

@@ -88,7 +88,7 @@ def load_study_runs(client, name_or_id: str, parent_run_id: str | None = None) -
 
     Raises:
         ExperimentNotFoundError: For an unknown experiment.
-        TrackingError: When the experiment holds no topselect study run, or
+        TrackingError: When the experiment contains no topselect study run, or
             ``parent_run_id`` is not one of them.
     """
     experiment = find_experiment(client, name_or_id)
@@ -96,7 +96,7 @@ def load_study_runs(client, name_or_id: str, parent_run_id: str | None = None) -
     parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     if not parents:
         raise TrackingError(
-            f"experiment {experiment.name!r} holds no topselect study run; was it logged "
+            f"experiment {experiment.name!r} contains no topselect study run; was it logged "
             "by topselect?"
         )
     ids = [p.info.run_id for p in parents]

@@ -168,7 +168,7 @@ class StudyLogger:
         """Return ``<store folder>/mlartifacts/<name>`` for a sqlite store, else ``None``.
 
         With a sqlite store MLflow puts a new experiment's artifacts under the process's
-        working directory (``./mlruns``), wherever the store is; keeping them beside the
+        working directory (``./mlruns``), wherever the store is. Keeping them beside the
         store keeps the two together.
         """
         path = sqlite_path(self.tracking_uri)

@@ -1,0 +1,178 @@
+"""Time the landscape probe on a CUDA device and check its losses against the CPU's.
+
+Run: python benchmarks/gpu_check.py [--grid-size 31] [--repeats 3]
+
+Uses the two workloads of ``probe_cases.py`` (a digits MLP and a MNIST-1D CNN, trained on
+the CPU, 512-example probe sets). When ``torch.cuda.is_available()`` is false it runs on
+the CPU instead and prints a notice. The grid then defaults to 15 x 15, so the script
+ends in under a minute on two cores.
+
+1. Throughput: ``probe_landscape`` with the loop and with vmap at chunk sizes 64 and 256,
+   one untimed 5 x 5 warm-up each, median of ``--repeats``. The table shows grid points
+   per second and forward GFLOP/s (2 x the multiply-accumulates of the Linear and Conv1d
+   layers, as in probe_engine.py).
+2. Agreement: a 9 x 9 slice of each workload on the device, with each of those settings,
+   against the CPU loop. With TF32 off for CUDA matmuls and cuDNN convolutions, every loss
+   must match to 1e-4 relative, or the script exits with status 1. On CUDA the largest
+   difference with PyTorch's default precision (cuDNN convolutions in TF32) is also
+   printed, for information only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from probe_cases import Workload, load_workloads
+
+import topselect
+
+# (strategy, chunk_size) pairs. The loop evaluates one grid point per pass and ignores the chunk.
+SETTINGS = (("loop", 64), ("vmap", 64), ("vmap", 256))
+CHECK_GRID_SIZE = 9
+RELATIVE_TOLERANCE = 1e-4
+
+
+def main() -> int:
+    args = parse_arguments()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    grid_size = args.grid_size or (31 if device.type == "cuda" else 15)
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    else:
+        print(f"CUDA is not available; running on the CPU ({torch.get_num_threads()} threads).")
+
+    workloads = load_workloads()
+    print(f"\n{grid_size} x {grid_size} grid, median of {args.repeats}")
+    print("| workload | strategy | chunk | median (s) | points/s | GFLOP/s |")
+    print("|---|---|---|---|---|---|")
+    for workload in workloads:
+        time_settings(workload, device, grid_size, args.repeats)
+
+    print(f"\nagreement with the CPU loop on a {CHECK_GRID_SIZE} x {CHECK_GRID_SIZE} grid")
+    print("| workload | strategy | chunk | max relative difference | within tolerance |")
+    print("|---|---|---|---|---|")
+    failures = sum(check_agreement(workload, device) for workload in workloads)
+    if failures:
+        print(
+            f"\nFAILED: {failures} settings differ from the CPU by more than "
+            f"{RELATIVE_TOLERANCE:g} relative."
+        )
+        return 1
+    print(f"\nAll settings agree with the CPU to {RELATIVE_TOLERANCE:g} relative.")
+    return 0
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--grid-size",
+        type=int,
+        default=None,
+        help="points per axis of the timed slices (default: 31 on CUDA, 15 on the CPU)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
+    return parser.parse_args()
+
+
+def probe_values(
+    model: torch.nn.Module,
+    workload: Workload,
+    grid_size: int,
+    strategy: str,
+    chunk_size: int,
+) -> np.ndarray:
+    result = topselect.probe_landscape(
+        model,
+        F.cross_entropy,
+        workload.probe,
+        grid_size=grid_size,
+        strategy=strategy,
+        chunk_size=chunk_size,
+    )
+    return result.values
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_settings(workload: Workload, device: torch.device, grid_size: int, repeats: int) -> None:
+    model = copy.deepcopy(workload.model).to(device)
+    flops = workload.flops_per_example * len(workload.probe) * grid_size**2
+    for strategy, chunk_size in SETTINGS:
+        probe_values(model, workload, 5, strategy, chunk_size)  # Untimed warm-up.
+        seconds = []
+        for _ in range(repeats):
+            synchronize(device)
+            started = time.perf_counter()
+            probe_values(model, workload, grid_size, strategy, chunk_size)
+            synchronize(device)
+            seconds.append(time.perf_counter() - started)
+        median = statistics.median(seconds)
+        chunk = "-" if strategy == "loop" else str(chunk_size)
+        print(
+            f"| {workload.name} | {strategy} | {chunk} | {median:.3f} "
+            f"| {grid_size**2 / median:.0f} | {flops / median / 1e9:.1f} |"
+        )
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Turn TF32 off for CUDA matmuls and cuDNN convolutions inside the block."""
+    matmul = torch.backends.cuda.matmul
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    # torch 2.13 has the fp32_precision settings, but older releases only the allow_tf32 flags.
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        saved = (matmul.fp32_precision, conv.fp32_precision)
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = saved
+        return
+    saved_flags = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_flags
+
+
+def relative_difference(values: np.ndarray, reference: np.ndarray) -> float:
+    scale = np.maximum(np.abs(reference), np.finfo(np.float32).tiny)
+    return float(np.max(np.abs(values - reference) / scale))
+
+
+def check_agreement(workload: Workload, device: torch.device) -> int:
+    """Print how far each device setting is from the CPU loop, and return the number of
+    settings that fail."""
+    model = copy.deepcopy(workload.model).to(device)
+    reference = probe_values(workload.model, workload, CHECK_GRID_SIZE, "loop", 64)
+    failures = 0
+    for strategy, chunk_size in SETTINGS:
+        with ieee_float32():
+            values = probe_values(model, workload, CHECK_GRID_SIZE, strategy, chunk_size)
+        difference = relative_difference(values, reference)
+        passed = difference <= RELATIVE_TOLERANCE
+        failures += not passed
+        chunk = "-" if strategy == "loop" else str(chunk_size)
+        line = f"| {workload.name} | {strategy} | {chunk} | {difference:.1e} | {passed} |"
+        if device.type == "cuda":
+            default = probe_values(model, workload, CHECK_GRID_SIZE, strategy, chunk_size)
+            line += f" default precision: {relative_difference(default, reference):.1e}"
+        print(line)
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(main())

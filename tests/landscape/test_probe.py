@@ -195,6 +195,19 @@ def test_probe_landscape_auto_strategy_by_size(width, expected):
     assert result.strategy == expected
 
 
+def test_probe_landscape_auto_loop_for_convolutions():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 1, 10, generator=generator)
+    y = torch.randint(0, 3, (20,), generator=generator)
+    probe = topselect.make_probe_set(x, y, size=20)
+
+    result = topselect.probe_landscape(model, F.cross_entropy, probe, grid_size=3)
+
+    assert result.strategy == "loop"
+
+
 def test_probe_landscape_result_fields():
     model = _model_with_batchnorm()
     probe = _probe()

@@ -115,8 +115,8 @@ def probe_landscape(
         seed: Seed of the directions. Use one seed per study so trials are comparable.
         strategy: ``"loop"`` evaluates one grid point per forward pass; ``"vmap"``
             evaluates ``chunk_size`` points per pass with ``torch.vmap``. ``"auto"`` uses
-            the loop on CPU for models over 40,000 parameters and vmap otherwise, and
-            falls back to the loop when vmap fails on the model.
+            the loop on CPU for models with convolutions or over 40,000 parameters and
+            vmap otherwise, and falls back to the loop when vmap fails on the model.
         chunk_size: Grid points per vmapped call.
         basin_levels: Loss increments at which the basin area is reported.
         directions: Two mappings from parameter name to a tensor of that parameter's
@@ -136,7 +136,9 @@ def probe_landscape(
         raise InvalidInputError("model has no floating-point parameters to probe.")
     evaluator = ParameterEvaluator(model, loss_fn, probe)
     n_parameters = sum(p.numel() for p in params.values())
-    chosen = _choose_strategy(strategy, evaluator.device.type, n_parameters)
+    chosen = _choose_strategy(
+        strategy, evaluator.device.type, n_parameters, _has_convolution(model)
+    )
 
     import torch
 
@@ -232,19 +234,28 @@ def check_probe_arguments(grid_size: int, radius: float, strategy: str, chunk_si
         raise InvalidInputError(f"chunk_size must be >= 1, but got {chunk_size}.")
 
 
-# On 2 CPU cores, vmap beat the loop 1.4-1.6x for digits MLPs of 2-9k parameters and tied
-# at 43k (benchmarks/probe_strategies.py, BENCHMARKS.md); larger models favour the loop.
+# On 2 CPU cores, vmap beat the loop 1.4-1.8x for digits MLPs of 2-9k parameters and tied
+# at 43k; for a 3k-parameter MNIST-1D CNN it was 4-5x slower, because vmapped weights turn
+# each convolution into a grouped one (BENCHMARKS.md).
 _CPU_VMAP_MAX_PARAMETERS = 40_000
 
 
-def _choose_strategy(strategy: Strategy, device_type: str, n_parameters: int) -> str:
-    # NOTE: a size rule from one CPU measurement; GPUs and other model families have not
-    # been measured yet.
+def _choose_strategy(
+    strategy: Strategy, device_type: str, n_parameters: int, has_convolution: bool
+) -> str:
+    # NOTE: rules from CPU measurements of two model families; GPUs have not been
+    # measured yet.
     if strategy != "auto":
         return strategy
-    if device_type == "cpu" and n_parameters > _CPU_VMAP_MAX_PARAMETERS:
+    if device_type == "cpu" and (has_convolution or n_parameters > _CPU_VMAP_MAX_PARAMETERS):
         return "loop"
     return "vmap"
+
+
+def _has_convolution(model: torch.nn.Module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
 
 
 def _loop_grid(evaluator, params, d1, d2, axis) -> NDArray[np.float64]:

@@ -192,7 +192,7 @@ def test_compare_experiment_without_study_run(tracking_uri: str) -> None:
     result = compare("plain-runs", "--tracking-uri", tracking_uri)
 
     line = assert_one_line_error(result)
-    assert "experiment 'plain-runs' holds no topselect study run" in line
+    assert "experiment 'plain-runs' contains no topselect study run" in line
 
 
 @pytest.mark.parametrize("relative", ["absent.db", "missing-directory/mlflow.db"])

@@ -64,7 +64,7 @@ def find_experiment(client, name_or_id: str):
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         hint = f" Experiments in this store: {shown}{more}."
     else:
-        hint = " The store holds no experiments."
+        hint = " The store contains no experiments."
     raise ExperimentNotFoundError(f"experiment {name_or_id!r} not found.{hint}")
 
 

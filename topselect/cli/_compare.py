@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -12,13 +11,6 @@ import click
 from topselect.cli import UserError
 
 FORMATS = ("table", "json", "csv")
-
-
-def _bound_http_retries() -> None:
-    # MLflow retries HTTP calls 7 times with backoff by default, which kept a call to a
-    # closed port waiting minutes. The CLI should fail fast instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 
 def _check_sqlite_store(path: Path) -> None:
@@ -118,7 +110,10 @@ def compare(experiment: str, tracking_uri: str | None, parent_run: str | None, f
     Completed trials come first, by topology-adjusted value, then pruned trials by their
     adjusted last intermediate value, then failed or running trials, unranked.
     """
-    _bound_http_retries()
+    from topselect.tracking._writer import bound_http_retries
+
+    # A read command fails fast instead of retrying: no retries, 15 s per request.
+    bound_http_retries(max_retries=0, timeout_seconds=15)
     text, notes = compare_text(experiment, tracking_uri, parent_run, fmt)
     for note in notes:
         click.echo(note, err=True)

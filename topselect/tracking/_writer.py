@@ -328,15 +328,19 @@ class StudyLogger:
             return None
 
 
-def bound_http_retries() -> None:
+def bound_http_retries(max_retries: int = 2, timeout_seconds: int = 20) -> None:
     """Bound MLflow's HTTP retries and timeout, unless the user already set them.
 
     MLflow retries HTTP calls 7 times with exponential backoff by default: a call to a
     closed port on 127.0.0.1 took about 250 s to fail here (MLflow 3.17).
+
+    Args:
+        max_retries: Value for ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``.
+        timeout_seconds: Value for ``MLFLOW_HTTP_REQUEST_TIMEOUT``, per request.
     """
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(max_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_seconds))
 
 
 def _ranking_settings(study: optuna.Study) -> dict[str, Any]:

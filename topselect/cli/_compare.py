@@ -21,7 +21,7 @@ def _check_sqlite_store(path: Path) -> None:
     """
     if not path.exists():
         raise UserError(
-            f"no MLflow store at {path}; run in the directory that holds mlflow.db or pass "
+            f"no MLflow store at {path}; run in the directory that contains mlflow.db or pass "
             "--tracking-uri."
         )
     try:

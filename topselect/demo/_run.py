@@ -65,7 +65,7 @@ class DemoResult:
         ranking: ``rank_trials(study)``.
         tracking_uri: Where the runs were logged.
         seconds: Wall time of the search.
-        new_trials: Trials this call ran (a resumed study holds more).
+        new_trials: Trials this call ran (a resumed study contains more).
     """
 
     study: optuna.Study

@@ -77,7 +77,7 @@ def witness_homotopy(
 
     The straight-line homotopy between the two paths is witnessed when the loss barrier
     between their waypoints at every shared progress fraction is at most ``epsilon``. A
-    negative answer means "not witnessed", not "proved different". The test stops at the
+    negative result means "not witnessed", not "proved different". The test stops at the
     first fraction whose barrier exceeds ``epsilon``.
 
     Returns:

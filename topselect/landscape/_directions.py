@@ -100,7 +100,7 @@ def trajectory_plane(
     unit = d1 / length
     residual = top - (top @ unit) * unit
     # Waypoints are float32, so points on one line keep a residual of about 1e-7 of the
-    # direction's length; anything below 1e-5 is treated as no second direction.
+    # direction's length. Anything below 1e-5 counts as no second direction.
     if float(residual.norm()) <= 1e-5 * float(top.norm()):
         raise InvalidInputError("the waypoints lie on one line, so they span no plane.")
     d2 = residual / residual.norm() * length

@@ -235,7 +235,7 @@ def check_probe_arguments(grid_size: int, radius: float, strategy: str, chunk_si
 
 
 # On 2 CPU cores, vmap beat the loop 1.4-1.8x for digits MLPs of 2-9k parameters and tied
-# at 43k; for a 3k-parameter MNIST-1D CNN it was 4-5x slower, because vmapped weights turn
+# at 43k. For a 3k-parameter MNIST-1D CNN it was 4-5x slower, because vmapped weights turn
 # each convolution into a grouped one (BENCHMARKS.md).
 _CPU_VMAP_MAX_PARAMETERS = 40_000
 

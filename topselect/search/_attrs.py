@@ -42,7 +42,7 @@ ARCHITECTURE = PREFIX + "architecture"
 PROBE_FINGERPRINT = PREFIX + "probe_fingerprint"
 #: MLflow run id of the trial's nested run.
 MLFLOW_RUN_ID = PREFIX + "mlflow_run_id"
-#: Why TopologicalPruner pruned the trial.
+#: Reason TopologicalPruner gave for pruning the trial.
 PRUNE_REASON = PREFIX + "prune_reason"
 #: Message of an analysis step that failed without failing the trial.
 ANALYSIS_ERROR = PREFIX + "analysis_error"

@@ -38,7 +38,7 @@ _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1}
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """What the ranking needs to know of one trial, from Optuna storage or from MLflow.
+    """One trial's data for the ranking, read from Optuna storage or from MLflow.
 
     Attributes:
         number: Trial number.
@@ -208,8 +208,8 @@ def rank_trials(
 ) -> list[RankedTrial]:
     """Rank a study's trials by the values :class:`TopologicalSampler` shows its base sampler.
 
-    Completed trials come first, ordered by topology-adjusted value; pruned trials follow,
-    ordered by their adjusted last intermediate value; failed and running trials close
+    Completed trials come first, ordered by topology-adjusted value. Pruned trials follow,
+    ordered by their adjusted last intermediate value. Failed and running trials close
     the list unranked. Each entry carries the evidence for its position.
 
     Args:

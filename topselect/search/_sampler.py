@@ -32,7 +32,7 @@ class TopologicalSampler(BaseSampler):
     (towards better). The adjustment applies to the final value of completed trials and to
     the last intermediate value of pruned trials, which TPE ranks them by. Trials without
     topology data, or not fitted, keep their raw values. Storage is never changed. With
-    ``weight=0`` the base sampler sees the study exactly as it is and makes exactly its
+    ``weight=0`` the base sampler reads the study exactly as it is and makes exactly its
     own suggestions.
 
     Args:

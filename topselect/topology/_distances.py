@@ -90,7 +90,7 @@ def diagram_distance(
       which is wrong for ``b + d < 0``, and it loops over points in Python. For fixed
       ``n_directions`` and ``seed`` the result is a pseudometric: on a line, adding the
       same points to both sides leaves the 1-Wasserstein distance unchanged, so the
-      triangle inequality holds direction by direction.
+      triangle inequality is satisfied direction by direction.
 
     Empty diagrams are valid. The distance between two empty diagrams is 0, and between
     an empty and a non-empty one it is the cost of sending every point to the diagonal

@@ -18,8 +18,8 @@ _logger = logging.getLogger(__name__)
 # exactly. Feeding ranks instead of values keeps the computation exact below that count.
 _MAX_DISTINCT_VALUES = 2**24
 
-# The four forward neighbours of a cell in the 8-connected (king) grid graph. Together with
-# the backward ones they give every edge of the graph exactly once.
+# Offsets to the four forward neighbours of a cell in the 8-connected (king) grid graph.
+# Every edge joins a cell to one forward neighbour, so these offsets list each edge once.
 _FORWARD_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 

@@ -29,6 +29,7 @@ _LAZY = {
     "track": "topselect.search",
     "rank_trials": "topselect.search",
     "probe_landscape": "topselect.landscape",
+    "probe_subspace": "topselect.landscape",
     "make_probe_set": "topselect.landscape",
     "ProbeSet": "topselect.landscape",
     "sublevel_persistence": "topselect.topology",
@@ -50,6 +51,7 @@ __all__ = [
     "loss_barrier",
     "make_probe_set",
     "probe_landscape",
+    "probe_subspace",
     "rank_trials",
     "sublevel_persistence",
     "track",
@@ -57,7 +59,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from topselect.homotopy import loss_barrier
-    from topselect.landscape import ProbeSet, make_probe_set, probe_landscape
+    from topselect.landscape import ProbeSet, make_probe_set, probe_landscape, probe_subspace
     from topselect.search import (
         TopologicalPruner,
         TopologicalSampler,

@@ -182,17 +182,40 @@ def test_probe_landscape_loop_vmap_agree(chunk_size):
     np.testing.assert_allclose(vmapped.values, loop.values, rtol=0, atol=1e-5)
 
 
+class _CustomMLP(nn.Module):
+    """A two-layer MLP with its own forward, which the stacked engine does not take."""
+
+    def __init__(self, n_in: int, width: int, n_out: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(n_in, width)
+        self.out = nn.Linear(width, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(x)))
+
+
 @pytest.mark.parametrize(("width", "expected"), [(8, "vmap"), (5000, "loop")])
 def test_probe_landscape_auto_strategy_by_size(width, expected):
     torch.manual_seed(0)
     inputs, _ = _data()
-    model = nn.Sequential(nn.Linear(inputs.shape[1], width), nn.ReLU(), nn.Linear(width, 3))
+    model = _CustomMLP(inputs.shape[1], width, 3)
     n_parameters = sum(p.numel() for p in model.parameters())
     assert (n_parameters > 40_000) == (expected == "loop")
 
     result = topselect.probe_landscape(model, F.cross_entropy, _probe(), grid_size=3)
 
     assert result.strategy == expected
+
+
+@pytest.mark.parametrize("width", [8, 5000])
+def test_probe_landscape_auto_stacked_for_sequential_mlp(width):
+    torch.manual_seed(0)
+    inputs, _ = _data()
+    model = nn.Sequential(nn.Linear(inputs.shape[1], width), nn.ReLU(), nn.Linear(width, 3))
+
+    result = topselect.probe_landscape(model, F.cross_entropy, _probe(), grid_size=3)
+
+    assert result.strategy == "stacked"
 
 
 def test_probe_landscape_auto_loop_for_convolutions():
@@ -218,7 +241,7 @@ def test_probe_landscape_result_fields():
     assert result.values.dtype == np.float64
     assert np.all(np.isfinite(result.values))
     assert result.axis.tolist() == [-0.5, -0.25, 0.0, 0.25, 0.5]
-    assert result.strategy == "vmap"  # "auto" picks vmap for a small model on CPU.
+    assert result.strategy == "vmap"  # BatchNorm rules out "stacked"; the model is small.
     assert result.probe_fingerprint == probe.fingerprint
     assert result.seed == 1
     assert result.n_parameters == sum(p.numel() for p in model.parameters())
@@ -275,10 +298,31 @@ def test_probe_landscape_moves_along_directions():
         ),
         pytest.param(
             {"strategy": "gpu"},
-            r"strategy must be 'auto', 'loop' or 'vmap', but got 'gpu'",
+            r"strategy must be one of 'auto', 'loop', 'vmap', 'stacked', but got 'gpu'",
             id="strategy",
         ),
-        pytest.param({"chunk_size": 0}, r"chunk_size must be >= 1, but got 0", id="chunk"),
+        pytest.param({"chunk_size": 0}, r"chunk_size must be >= 1 or None, but got 0", id="chunk"),
+        pytest.param(
+            {"memory_budget": 0},
+            r"memory_budget must be a positive number of bytes, but got 0",
+            id="budget=0",
+        ),
+        pytest.param(
+            {"memory_budget": 1.5e9},
+            r"memory_budget must be a positive number of bytes, but got 1500000000\.0",
+            id="budget-float",
+        ),
+        pytest.param(
+            {"strategy": "vmap", "chunk_size": 10, "memory_budget": 1000},
+            r"chunk_size=10 needs about .* MiB \(\d+ bytes per point\), more than "
+            r"memory_budget=1000 bytes\. Use chunk_size <= 1",
+            id="chunk-over-budget",
+        ),
+        pytest.param(
+            {"strategy": "stacked"},
+            r"strategy='stacked' needs an nn\.Sequential of nn\.Linear layers",
+            id="stacked-unsupported",
+        ),
     ],
 )
 def test_probe_landscape_bad_arguments_raise(kwargs, pattern):

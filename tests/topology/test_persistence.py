@@ -30,7 +30,8 @@ from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
 import topselect
-from topselect.topology import Diagrams
+from topselect.exceptions import InvalidInputError
+from topselect.topology import Diagrams, graph_sublevel_persistence
 
 KING = np.ones((3, 3), dtype=bool)
 CROSS = ndimage.generate_binary_structure(2, 1)
@@ -388,7 +389,7 @@ def test_persistence_nonfinite_replaced_and_counted(bad, caplog):
     assert diagrams.value_range == (0.0, 1.0)
     assert diagrams.h0.tolist() == [[0.0, math.inf], [1.0, 2.0]]
     assert diagrams.h1.shape == (0, 2)
-    assert "1 of 3 grid values were NaN or +inf" in caplog.text
+    assert "1 of 3 values were NaN or +inf" in caplog.text
 
 
 def test_persistence_nonfinite_hole_dies_at_fill():
@@ -511,3 +512,83 @@ def test_persistence_input_not_modified():
 
     assert np.isnan(grid[0, 1])
     assert grid[0, 0] == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Persistence on an arbitrary graph
+# ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(grid=_GRIDS)
+def test_graph_persistence_on_king_graph_equals_grid(grid):
+    rows, cols = grid.shape
+    index = np.arange(grid.size).reshape(grid.shape)
+    edges = [
+        (index[r, c], index[r + dr, c + dc])
+        for r in range(rows)
+        for c in range(cols)
+        for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1))
+        if 0 <= r + dr < rows and 0 <= c + dc < cols
+    ]
+    expected = topselect.sublevel_persistence(grid)
+
+    actual = graph_sublevel_persistence(
+        grid.ravel(), np.array(edges, dtype=np.intp).reshape(-1, 2)
+    )
+
+    assert_bars_equal(actual.h0, expected.h0)
+    assert_bars_equal(actual.h1, expected.h1)
+
+
+def test_graph_persistence_cycle_has_one_loop():
+    # A 4-cycle without diagonals never fills in: its loop is essential, and ripser
+    # reports it with an infinite death.
+    values = np.array([0.0, 1.0, 2.0, 3.0])
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 0]])
+
+    diagrams = graph_sublevel_persistence(values, edges)
+
+    assert diagrams.h0.tolist() == [[0.0, np.inf]]
+    assert diagrams.h1.tolist() == [[3.0, np.inf]]
+
+
+def test_graph_persistence_max_dim_zero_skips_h1():
+    values = np.array([0.0, 1.0, 2.0, 3.0])
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 0]])
+
+    diagrams = graph_sublevel_persistence(values, edges, max_dim=0)
+
+    assert diagrams.h1.shape == (0, 2)
+    assert diagrams.h0.tolist() == [[0.0, np.inf]]
+
+
+def test_graph_persistence_components_and_duplicates():
+    values = np.array([0.0, 2.0, 1.0, 5.0])
+    edges = np.array([[1, 0], [0, 1], [2, 2], [2, 3]])  # Duplicates and a self-loop.
+
+    diagrams = graph_sublevel_persistence(values, edges)
+
+    assert diagrams.h0.tolist() == [[0.0, np.inf], [1.0, np.inf]]
+
+
+@pytest.mark.parametrize(
+    ("values", "edges", "max_dim", "pattern"),
+    [
+        ([], [], 1, r"values must be a non-empty 1-D array"),
+        (
+            [[0.0, 1.0]],
+            [[0, 1]],
+            1,
+            r"values must be a non-empty 1-D array, but got shape \(1, 2\)",
+        ),
+        ([0.0, 1.0], [[0, 2]], 1, r"edges name vertices from 0 to 2, outside \[0, 2\)"),
+        ([0.0, 1.0], [[0.0, 1.0]], 1, r"edges must be an integer array of shape \(e, 2\)"),
+        ([0.0, 1.0], [0, 1], 1, r"edges must be an integer array of shape \(e, 2\)"),
+        ([0.0, -np.inf], [[0, 1]], 1, r"values contains -inf"),
+        ([0.0, 1.0], [[0, 1]], 2, r"max_dim must be 0 or 1, but got 2"),
+    ],
+)
+def test_graph_persistence_bad_input_raises(values, edges, max_dim, pattern):
+    with pytest.raises(InvalidInputError, match=pattern):
+        graph_sublevel_persistence(values, edges, max_dim=max_dim)

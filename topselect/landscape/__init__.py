@@ -21,14 +21,21 @@ from topselect.landscape._probe import (
     probe_landscape,
 )
 from topselect.landscape._probe_set import ProbeSet, fingerprint, make_probe_set
+from topselect.landscape._subspace import (
+    SUBSPACE_SCHEMA_VERSION,
+    SubspaceResult,
+    probe_subspace,
+)
 
 __all__ = [
     "LANDSCAPE_SCHEMA_VERSION",
+    "SUBSPACE_SCHEMA_VERSION",
     "BaselineResult",
     "LandscapeResult",
     "LossFn",
     "ParameterEvaluator",
     "ProbeSet",
+    "SubspaceResult",
     "check_probe_arguments",
     "eval_mode",
     "filter_normalized_direction",
@@ -37,6 +44,7 @@ __all__ = [
     "make_probe_set",
     "parameters_of",
     "probe_landscape",
+    "probe_subspace",
     "trajectory_plane",
     "sam_sharpness",
     "top_hessian_eigenvalue",

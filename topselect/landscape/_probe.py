@@ -13,6 +13,15 @@ from numpy.typing import NDArray
 
 from topselect.exceptions import InvalidInputError
 from topselect.landscape._directions import filter_normalized_direction
+from topselect.landscape._engine import (
+    DEFAULT_MEMORY_BUDGET,
+    STRATEGIES,
+    EvaluationPlan,
+    choose_strategy,
+    evaluate_points,
+    plan_evaluation,
+    stack_steps,
+)
 from topselect.landscape._evaluate import LossFn, ParameterEvaluator, eval_mode, parameters_of
 from topselect.topology import DEFAULT_BASIN_LEVELS, Diagrams, flatness_scores
 from topselect.topology import sublevel_persistence as _sublevel_persistence
@@ -22,11 +31,18 @@ if TYPE_CHECKING:
 
     from topselect.landscape._probe_set import ProbeSet
 
-__all__ = ["LandscapeResult", "check_probe_arguments", "probe_landscape"]
+__all__ = [
+    "LandscapeResult",
+    "check_engine_arguments",
+    "check_probe_arguments",
+    "evaluate_with_fallback",
+    "json_float",
+    "probe_landscape",
+]
 
 _logger = logging.getLogger(__name__)
 
-Strategy = Literal["auto", "loop", "vmap"]
+Strategy = Literal["auto", "loop", "vmap", "stacked"]
 
 #: Version of the dictionary layout returned by :meth:`LandscapeResult.to_dict`.
 LANDSCAPE_SCHEMA_VERSION = 1
@@ -46,7 +62,7 @@ class LandscapeResult:
         scores: Flatness scores (see :func:`topselect.topology.flatness_scores`).
         seed: Seed of the two directions.
         probe_fingerprint: Fingerprint of the probe set the losses were measured on.
-        strategy: How the grid was evaluated (``"loop"`` or ``"vmap"``).
+        strategy: How the grid was evaluated (``"loop"``, ``"vmap"`` or ``"stacked"``).
         seconds: Wall time of the grid evaluation and the persistence computation.
     """
 
@@ -72,8 +88,8 @@ class LandscapeResult:
         return {
             "schema_version": LANDSCAPE_SCHEMA_VERSION,
             "axis": self.axis.tolist(),
-            "values": [[_json_float(v) for v in row] for row in self.values],
-            "scores": {k: _json_float(v) for k, v in self.scores.items()},
+            "values": [[json_float(v) for v in row] for row in self.values],
+            "scores": {k: json_float(v) for k, v in self.scores.items()},
             "seed": self.seed,
             "probe_fingerprint": self.probe_fingerprint,
             "strategy": self.strategy,
@@ -92,7 +108,9 @@ def probe_landscape(
     radius: float = 1.0,
     seed: int = 0,
     strategy: Strategy = "auto",
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    autocast_dtype: torch.dtype | None = None,
     basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS,
     directions: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
 ) -> LandscapeResult:
@@ -114,10 +132,19 @@ def probe_landscape(
         radius: Half-width of the slice in filter-normalized units (> 0).
         seed: Seed of the directions. Use one seed per study so trials are comparable.
         strategy: ``"loop"`` evaluates one grid point per forward pass; ``"vmap"``
-            evaluates ``chunk_size`` points per pass with ``torch.vmap``. ``"auto"`` uses
-            the loop on CPU for models with convolutions or over 40,000 parameters and
-            vmap otherwise, and falls back to the loop when vmap fails on the model.
-        chunk_size: Grid points per vmapped call.
+            evaluates a chunk of points per pass with ``torch.vmap``; ``"stacked"`` uses
+            batched matrix products for ``nn.Sequential`` MLPs (see
+            :mod:`topselect.landscape._engine`). ``"auto"`` uses ``stacked`` where it
+            applies, then the loop on CPU for models with convolutions or over 40,000
+            parameters, and vmap otherwise. It falls back to the loop when vmap fails on
+            the model.
+        chunk_size: Grid points per batched call. ``None`` derives it from
+            ``memory_budget`` (on the CPU at most 64 for vmap and 16 for ``stacked``,
+            the fastest sizes measured on two cores).
+        memory_budget: Bytes one chunk may use for stacked parameters and activations.
+        autocast_dtype: Run forward passes under ``torch.autocast`` with this dtype
+            (e.g. ``torch.bfloat16``) to probe as a mixed-precision model runs. ``None``
+            evaluates in the parameters' own dtype.
         basin_levels: Loss increments at which the basin area is reported.
         directions: Two mappings from parameter name to a tensor of that parameter's
             shape. When given, ``seed`` is not used for directions.
@@ -126,19 +153,15 @@ def probe_landscape(
         The slice, its diagrams and scores.
 
     Raises:
-        InvalidInputError: For a bad ``grid_size``, ``radius``, ``strategy`` or
-            ``chunk_size``, a model without floating-point parameters, directions that do
-            not match the parameters, or a slice whose losses are all non-finite.
+        InvalidInputError: For a bad ``grid_size``, ``radius``, ``strategy``,
+            ``chunk_size`` or ``memory_budget``, a model without floating-point
+            parameters, directions that do not match the parameters, ``strategy="stacked"``
+            on a model it does not support, or a slice whose losses are all non-finite.
     """
-    check_probe_arguments(grid_size, radius, strategy, chunk_size)
+    check_probe_arguments(grid_size, radius, strategy, chunk_size, memory_budget)
     params = parameters_of(model)
     if not params:
         raise InvalidInputError("model has no floating-point parameters to probe.")
-    evaluator = ParameterEvaluator(model, loss_fn, probe)
-    n_parameters = sum(p.numel() for p in params.values())
-    chosen = _choose_strategy(
-        strategy, evaluator.device.type, n_parameters, _has_convolution(model)
-    )
 
     import torch
 
@@ -155,25 +178,28 @@ def probe_landscape(
         direction_kind = "given"
     axis = np.linspace(-radius, radius, grid_size)
     axis[grid_size // 2] = 0.0  # Exactly the trained parameters, free of rounding.
+    coefficients = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
     with eval_mode(model):
-        if chosen == "loop":
-            values = _loop_grid(evaluator, params, d1, d2, axis)
-        elif strategy == "vmap":
-            values = _vmap_grid(evaluator, params, d1, d2, axis, chunk_size)
-        else:
-            try:
-                values = _vmap_grid(evaluator, params, d1, d2, axis, chunk_size)
-            except RuntimeError as error:
-                # torch.vmap rejects models that read tensor values in Python (.item(),
-                # data-dependent branches); the loop evaluates any model.
-                _logger.info("vmap failed (%s); probing with the loop instead.", error)
-                chosen = "loop"
-                values = _loop_grid(evaluator, params, d1, d2, axis)
+        flat, plan = evaluate_with_fallback(
+            model,
+            loss_fn,
+            probe,
+            params,
+            [d1, d2],
+            coefficients,
+            strategy=strategy,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            autocast_dtype=autocast_dtype,
+        )
+    values = flat.reshape(grid_size, grid_size)
     diagrams = _sublevel_persistence(values)
     middle = grid_size // 2
     scores = flatness_scores(values, diagrams, (middle, middle), basin_levels)
     seconds = time.perf_counter() - started
-    _logger.debug("Probed a %dx%d slice in %.2f s (%s).", grid_size, grid_size, seconds, chosen)
+    _logger.debug(
+        "Probed a %dx%d slice in %.2f s (%s).", grid_size, grid_size, seconds, plan.strategy
+    )
     return LandscapeResult(
         axis=axis,
         values=values,
@@ -181,17 +207,64 @@ def probe_landscape(
         scores=scores,
         seed=seed,
         probe_fingerprint=probe.fingerprint,
-        strategy=chosen,
+        strategy=plan.strategy,
         seconds=seconds,
-        n_parameters=n_parameters,
+        n_parameters=sum(p.numel() for p in params.values()),
         settings={
             "grid_size": grid_size,
             "radius": radius,
             "basin_levels": list(basin_levels),
             "direction": direction_kind,
             "probe_size": len(probe),
+            "chunk_size": plan.chunk_size,
+            "memory_budget": plan.memory_budget,
+            "autocast_dtype": None if autocast_dtype is None else str(autocast_dtype),
         },
     )
+
+
+def evaluate_with_fallback(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    probe: ProbeSet,
+    params: dict[str, torch.Tensor],
+    directions: list[dict[str, torch.Tensor]],
+    coefficients: NDArray[np.float64],
+    *,
+    strategy: str,
+    chunk_size: int | None,
+    memory_budget: int,
+    autocast_dtype: torch.dtype | None,
+) -> tuple[NDArray[np.float64], EvaluationPlan]:
+    """Evaluate the loss at every row of ``coefficients`` with the resolved strategy.
+
+    The caller keeps ``model`` in eval mode. With ``strategy="auto"``, a vmap failure falls
+    back to the loop. Returns the ``(m,)`` losses and the plan that produced them.
+    """
+    evaluator = ParameterEvaluator(model, loss_fn, probe)
+    n_parameters = sum(p.numel() for p in params.values())
+    chosen = choose_strategy(
+        strategy,
+        evaluator.device.type,
+        n_parameters,
+        _has_convolution(model),
+        stack_steps(model) is not None,
+    )
+    plan = plan_evaluation(evaluator, chosen, chunk_size, memory_budget, len(coefficients))
+    if strategy != "auto" or chosen != "vmap":
+        return (
+            evaluate_points(evaluator, params, directions, coefficients, plan, autocast_dtype),
+            plan,
+        )
+    try:
+        values = evaluate_points(evaluator, params, directions, coefficients, plan, autocast_dtype)
+    except RuntimeError as error:
+        # torch.vmap rejects models that read tensor values in Python (.item(),
+        # data-dependent branches); the loop evaluates any model.
+        _logger.info("vmap failed (%s); probing with the loop instead.", error)
+        plan = plan_evaluation(evaluator, "loop", None, memory_budget, len(coefficients))
+        values = evaluate_points(evaluator, params, directions, coefficients, plan, autocast_dtype)
+    return values, plan
 
 
 def _check_direction(
@@ -216,9 +289,15 @@ def _check_direction(
     return out
 
 
-def check_probe_arguments(grid_size: int, radius: float, strategy: str, chunk_size: int) -> None:
-    """Raise :class:`InvalidInputError` for a grid, radius, strategy or chunk size the probe
-    cannot use, so callers can check settings before any training runs."""
+def check_probe_arguments(
+    grid_size: int,
+    radius: float,
+    strategy: str,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> None:
+    """Raise :class:`InvalidInputError` for a grid, radius, strategy, chunk size or memory
+    budget the probe cannot use, so callers can check settings before any training runs."""
     if grid_size < 3 or grid_size % 2 == 0:
         raise InvalidInputError(
             f"grid_size must be odd and >= 3 so the trained parameters sit on the centre "
@@ -226,30 +305,22 @@ def check_probe_arguments(grid_size: int, radius: float, strategy: str, chunk_si
         )
     if not (np.isfinite(radius) and radius > 0):
         raise InvalidInputError(f"radius must be a finite number > 0, but got {radius}.")
-    if strategy not in ("auto", "loop", "vmap"):
+    check_engine_arguments(strategy, chunk_size, memory_budget)
+
+
+def check_engine_arguments(strategy: str, chunk_size: int | None, memory_budget: int) -> None:
+    """Raise :class:`InvalidInputError` for an unknown strategy, a chunk size below 1 or a
+    memory budget that is not a positive number of bytes."""
+    if strategy not in STRATEGIES:
+        names = ", ".join(repr(s) for s in STRATEGIES)
+        raise InvalidInputError(f"strategy must be one of {names}, but got {strategy!r}.")
+    if chunk_size is not None and chunk_size < 1:
+        raise InvalidInputError(f"chunk_size must be >= 1 or None, but got {chunk_size}.")
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
         raise InvalidInputError(
-            f"strategy must be 'auto', 'loop' or 'vmap', but got {strategy!r}."
+            f"memory_budget must be a positive number of bytes, but got {memory_budget!r}. "
+            "For example 512 * 2**20 for 512 MiB."
         )
-    if chunk_size < 1:
-        raise InvalidInputError(f"chunk_size must be >= 1, but got {chunk_size}.")
-
-
-# On 2 CPU cores, vmap beat the loop 1.4-1.8x for digits MLPs of 2-9k parameters and tied
-# at 43k. For a 3k-parameter MNIST-1D CNN it was 4-5x slower, because vmapped weights turn
-# each convolution into a grouped one (BENCHMARKS.md).
-_CPU_VMAP_MAX_PARAMETERS = 40_000
-
-
-def _choose_strategy(
-    strategy: Strategy, device_type: str, n_parameters: int, has_convolution: bool
-) -> str:
-    # NOTE: rules from CPU measurements of two model families; GPUs have not been
-    # measured yet.
-    if strategy != "auto":
-        return strategy
-    if device_type == "cpu" and (has_convolution or n_parameters > _CPU_VMAP_MAX_PARAMETERS):
-        return "loop"
-    return "vmap"
 
 
 def _has_convolution(model: torch.nn.Module) -> bool:
@@ -258,38 +329,7 @@ def _has_convolution(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
 
 
-def _loop_grid(evaluator, params, d1, d2, axis) -> NDArray[np.float64]:
-    n = len(axis)
-    values = np.empty((n, n))
-    for i, a in enumerate(axis):
-        for j, b in enumerate(axis):
-            point = {k: p + float(a) * d1[k] + float(b) * d2[k] for k, p in params.items()}
-            values[i, j] = evaluator.loss(point)
-    return values
-
-
-def _vmap_grid(evaluator, params, d1, d2, axis, chunk_size) -> NDArray[np.float64]:
-    import torch
-
-    n = len(axis)
-    coords = [(float(a), float(b)) for a in axis for b in axis]
-    flat: list[float] = []
-    for start in range(0, len(coords), chunk_size):
-        chunk = coords[start : start + chunk_size]
-        a = torch.tensor([c[0] for c in chunk], device=evaluator.device)
-        b = torch.tensor([c[1] for c in chunk], device=evaluator.device)
-        stacked = {}
-        for k, p in params.items():
-            shape = (-1,) + (1,) * p.dim()
-            stacked[k] = (
-                p.unsqueeze(0)
-                + a.to(p.dtype).reshape(shape) * d1[k].unsqueeze(0)
-                + b.to(p.dtype).reshape(shape) * d2[k].unsqueeze(0)
-            )
-        flat.extend(evaluator.batched_losses(stacked))
-    return np.asarray(flat, dtype=np.float64).reshape(n, n)
-
-
-def _json_float(value: float) -> float | None:
+def json_float(value: float) -> float | None:
+    """Return ``value`` as a float, or ``None`` for NaN and infinities (JSON has neither)."""
     value = float(value)
     return value if np.isfinite(value) else None

@@ -5,7 +5,11 @@ empty diagrams explicitly, where persim drops, rejects or returns NaN for them.
 """
 
 from topselect.topology._distances import diagram_distance, diagram_distance_matrix
-from topselect.topology._persistence import Diagrams, sublevel_persistence
+from topselect.topology._persistence import (
+    Diagrams,
+    graph_sublevel_persistence,
+    sublevel_persistence,
+)
 from topselect.topology._scores import (
     DEFAULT_BASIN_LEVELS,
     basin_key,
@@ -28,6 +32,7 @@ __all__ = [
     "basin_profile",
     "diagram_distance",
     "diagram_distance_matrix",
+    "graph_sublevel_persistence",
     "flatness_scores",
     "persistence_entropy",
     "persistence_image",

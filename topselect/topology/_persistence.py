@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from topselect.exceptions import InvalidInputError
 
-__all__ = ["Diagrams", "sublevel_persistence"]
+__all__ = ["Diagrams", "graph_sublevel_persistence", "sublevel_persistence"]
 
 _logger = logging.getLogger(__name__)
 
@@ -84,15 +84,78 @@ def sublevel_persistence(values: ArrayLike) -> Diagrams:
         count is returned in ``n_nonfinite`` and logged as a warning, never dropped.
     """
     grid = _as_grid(values)
-    grid, n_nonfinite, fill, value_range = _sanitize(grid)
-    levels, ranks = np.unique(grid, return_inverse=True)
+    first, second = _king_graph_edges(grid.shape)
+    return _lower_star_persistence(grid.ravel(), first, second)
+
+
+def graph_sublevel_persistence(values: ArrayLike, edges: ArrayLike, max_dim: int = 1) -> Diagrams:
+    """Compute H0 and H1 of the sublevel-set filtration of a function on a graph's vertices.
+
+    This is the lower-star filtration of the graph's flag complex: a vertex enters at its
+    own value, an edge at the larger of its two end values, and a triangle once its three
+    edges are in. :func:`sublevel_persistence` is the special case of the 8-connected grid
+    graph. Values are handled exactly as there: ranks are fed to ripser, NaN and ``+inf``
+    are replaced by one level above every finite value and counted, ``-inf`` is rejected.
+
+    Args:
+        values: Array of shape ``(n,)`` with ``n >= 1``, one value per vertex.
+        edges: Integer array of shape ``(e, 2)`` of vertex index pairs in ``[0, n)``.
+            Order within a pair, duplicates and self-loops do not matter.
+        max_dim: 1 computes H0 and H1; 0 computes H0 only and leaves ``h1`` empty, which
+            is cheaper and avoids reading meaning into cycles of a sparse sampling graph.
+
+    Returns:
+        The H0 and H1 diagrams. H0 has one essential bar per connected component.
+
+    Raises:
+        InvalidInputError: When ``values`` is not 1-D or is empty, ``edges`` is not of
+            shape ``(e, 2)`` or names a vertex outside ``[0, n)``, or for the value
+            problems listed in :func:`sublevel_persistence`.
+    """
+    try:
+        flat = np.asarray(values, dtype=np.float64)
+        pairs = np.asarray(edges)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(f"values and edges must be numeric arrays: {error}") from error
+    if max_dim not in (0, 1):
+        raise InvalidInputError(f"max_dim must be 0 or 1, but got {max_dim}.")
+    if flat.ndim != 1 or flat.size == 0:
+        raise InvalidInputError(
+            f"values must be a non-empty 1-D array, but got shape {flat.shape}."
+        )
+    if pairs.size == 0:
+        pairs = np.empty((0, 2), dtype=np.intp)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
+        raise InvalidInputError(
+            f"edges must be an integer array of shape (e, 2), but got shape {pairs.shape} "
+            f"and dtype {pairs.dtype}."
+        )
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= flat.size):
+        raise InvalidInputError(
+            f"edges name vertices from {pairs.min()} to {pairs.max()}, outside [0, {flat.size})."
+        )
+    first = np.minimum(pairs[:, 0], pairs[:, 1]).astype(np.intp)
+    second = np.maximum(pairs[:, 0], pairs[:, 1]).astype(np.intp)
+    keep = first != second
+    unique = np.unique(np.column_stack([first[keep], second[keep]]), axis=0)
+    return _lower_star_persistence(flat, unique[:, 0], unique[:, 1], max_dim)
+
+
+def _lower_star_persistence(
+    flat: NDArray[np.float64],
+    first: NDArray[np.intp],
+    second: NDArray[np.intp],
+    max_dim: int = 1,
+) -> Diagrams:
+    values, n_nonfinite, fill, value_range = _sanitize(flat)
+    levels, ranks = np.unique(values, return_inverse=True)
     if levels.size > _MAX_DISTINCT_VALUES:
         raise InvalidInputError(
             f"values has {levels.size} distinct entries, more than ripser represents exactly "
             f"({_MAX_DISTINCT_VALUES}). Use a coarser grid."
         )
-    ranks = ranks.reshape(grid.shape) + 1  # ripser reads a zero entry as "no edge".
-    h0, h1 = _ripser_diagrams(ranks)
+    ranks = ranks.ravel() + 1  # ripser reads a zero entry as "no edge".
+    h0, h1 = _ripser_diagrams(ranks, first, second, max_dim)
     return Diagrams(
         h0=_to_values(h0, levels),
         h1=_to_values(h1, levels),
@@ -125,7 +188,7 @@ def _sanitize(
     if np.any(np.isneginf(grid)):
         raise InvalidInputError(
             "values contains -inf, which has no place in a sublevel filtration. "
-            "Clip the values or mask the cells before calling sublevel_persistence."
+            "Clip the values or mask those entries before computing persistence."
         )
     bad = ~np.isfinite(grid)
     n_bad = int(bad.sum())
@@ -139,7 +202,7 @@ def _sanitize(
     low, high = float(grid[~bad].min()), float(grid[~bad].max())
     fill = high + (high - low if high > low else 1.0)
     _logger.warning(
-        "%d of %d grid values were NaN or +inf; they enter the filtration at %.6g, "
+        "%d of %d values were NaN or +inf; they enter the filtration at %.6g, "
         "above every finite value.",
         n_bad,
         grid.size,
@@ -168,23 +231,24 @@ def _king_graph_edges(shape: tuple[int, int]) -> tuple[NDArray[np.intp], NDArray
     return np.concatenate(first), np.concatenate(second)
 
 
-def _ripser_diagrams(ranks: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _ripser_diagrams(
+    ranks: NDArray[np.intp], first: NDArray[np.intp], second: NDArray[np.intp], max_dim: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     from ripser import ripser  # Imported here to keep `import topselect` fast.
     from scipy import sparse
 
-    flat = ranks.ravel().astype(np.float64)
+    flat = ranks.astype(np.float64)
     n = flat.size
     if n == 1:  # ripser rejects a 1 x 1 matrix; one cell is one essential component.
         return np.array([[flat[0], np.inf]]), np.empty((0, 2))
-    first, second = _king_graph_edges(ranks.shape)
     diagonal = np.arange(n)
     rows = np.concatenate([diagonal, first])
     cols = np.concatenate([diagonal, second])
     weights = np.concatenate([flat, np.maximum(flat[first], flat[second])])
     matrix = sparse.coo_matrix((weights, (rows, cols)), shape=(n, n)).tocsr()
-    result = ripser(matrix, distance_matrix=True, maxdim=1)
-    h0, h1 = (np.asarray(d, dtype=np.float64).reshape(-1, 2) for d in result["dgms"][:2])
-    return h0, h1
+    result = ripser(matrix, distance_matrix=True, maxdim=max_dim)
+    dgms = [np.asarray(d, dtype=np.float64).reshape(-1, 2) for d in result["dgms"]]
+    return dgms[0], (dgms[1] if max_dim >= 1 else np.empty((0, 2)))
 
 
 def _to_values(bars: NDArray[np.float64], levels: NDArray[np.float64]) -> NDArray[np.float64]:

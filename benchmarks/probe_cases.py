@@ -1,9 +1,11 @@
-"""The two probe workloads shared by probe_engine.py and gpu_check.py, and a FLOP counter.
+"""The probe workloads shared by probe_engine.py and gpu_check.py, and a FLOP counter.
 
 Workloads, each with a 512-example probe set drawn from its training split:
 
 - ``digits-mlp``: ``topselect.demo.build_model(64, 10, 64, 2, seed=0)``, a 64-64-64-10
   ReLU MLP (8,970 parameters) on scikit-learn's digits.
+- ``digits-mlp-wide``: ``build_model(64, 10, 128, 3, seed=0)``, a 64-128-128-128-10 ReLU
+  MLP (42,634 parameters), above the size where vmap stops beating the loop on the CPU.
 - ``mnist1d-cnn``: Conv1d(1, 16, 5), ReLU, Conv1d(16, 32, 5), ReLU, global average pool,
   Linear(32, 10) (3,018 parameters) on 4,000 MNIST-1D examples generated locally.
 
@@ -139,11 +141,17 @@ def make_workload(name: str, model: nn.Module, data: DataSplit) -> Workload:
 
 
 def load_workloads(epochs: int = 10) -> list[Workload]:
-    """Build, train and measure both workloads (a few seconds on two CPU cores)."""
+    """Build, train and measure the workloads (a few seconds on two CPU cores)."""
     digits = load_digits_split(seed=SEED)
     mlp = build_model(digits.n_features, digits.n_classes, width=64, depth=2, seed=SEED)
     train(mlp, digits, epochs)
+    wide = build_model(digits.n_features, digits.n_classes, width=128, depth=3, seed=SEED)
+    train(wide, digits, epochs)
     mnist1d = load_mnist1d_split(seed=SEED)
     cnn = build_cnn()
     train(cnn, mnist1d, epochs)
-    return [make_workload("digits-mlp", mlp, digits), make_workload("mnist1d-cnn", cnn, mnist1d)]
+    return [
+        make_workload("digits-mlp", mlp, digits),
+        make_workload("digits-mlp-wide", wide, digits),
+        make_workload("mnist1d-cnn", cnn, mnist1d),
+    ]

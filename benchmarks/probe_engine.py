@@ -9,10 +9,12 @@ In one process, with one torch thread count throughout:
    best of ``--repeats`` timings per size. The fastest size gives the reference rate.
 2. For each workload in ``probe_cases.py`` (a digits MLP and a MNIST-1D CNN, 512-example
    probe sets) and each grid size: the wall time of ``topselect.probe_landscape`` with
-   strategies ``loop``, ``vmap`` and ``auto``, interleaved, one untimed 5 x 5 warm-up
-   per strategy, median of the repeats. The achieved rate is forward FLOPs per example
-   x probe size x grid points / wall time, so the whole probe (directions, persistence,
-   scores) is charged to the forward passes.
+   strategies ``loop``, ``vmap``, ``stacked`` (MLPs only) and ``auto``, interleaved, one
+   untimed 5 x 5 warm-up per strategy, median of the repeats. The achieved rate is
+   forward FLOPs per example x probe size x grid points / wall time, so the whole probe
+   (directions, persistence, scores) is charged to the forward passes. The stacked
+   engine skips the first layer's per-point products by linearity, so its rate is an
+   effective rate: the FLOPs a per-point evaluation would need, divided by wall time.
 3. The share of the probe spent in persistence: ``topselect.sublevel_persistence`` timed
    alone on the slice that ``auto`` returned, as a percentage of the ``auto`` probe time.
 
@@ -42,7 +44,7 @@ from probe_cases import Workload, load_workloads
 
 import topselect
 
-STRATEGIES = ("loop", "vmap", "auto")
+STRATEGIES = ("loop", "vmap", "stacked", "auto")
 MATMUL_SIZES = (512, 1024, 2048)
 # Each matmul timing multiplies enough matrices to do about this much work.
 MATMUL_FLOPS_PER_TIMING = 2 * 2048**3
@@ -70,6 +72,10 @@ def main() -> None:
         for workload in workloads
         for grid_size in args.grid_sizes
     ]
+    # A second matmul measurement after the probes shows whether the machine's speed
+    # changed during the run (other jobs on a shared machine).
+    matmul_after = measure_matmul(args.repeats)
+    print(f"float32 torch.mm after the probes: best {max(matmul_after.values()):.1f} GFLOP/s")
     machine["load_average_end"] = list(os.getloadavg())
     print_tables(workloads, probes)
 
@@ -80,6 +86,7 @@ def main() -> None:
         "machine": machine,
         "matmul_gflops": {str(n): rate for n, rate in matmul.items()},
         "matmul_best_gflops": best_matmul,
+        "matmul_after_gflops": {str(n): rate for n, rate in matmul_after.items()},
         "workloads": [describe_workload(w) for w in workloads],
         "probes": probes,
     }
@@ -184,12 +191,13 @@ def measure_probe(
     workload: Workload, grid_size: int, repeats: int, matmul_gflops: float
 ) -> dict[str, Any]:
     """Time every strategy on one workload and grid, and persistence on its slice."""
-    for strategy in STRATEGIES:
+    strategies = [s for s in STRATEGIES if s != "stacked" or is_stackable(workload)]
+    for strategy in strategies:
         probe(workload, 5, strategy)  # Untimed warm-up: first calls pay for setup.
-    times: dict[str, list[float]] = {strategy: [] for strategy in STRATEGIES}
+    times: dict[str, list[float]] = {strategy: [] for strategy in strategies}
     chosen = ""
     for _ in range(repeats):
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             started = time.perf_counter()
             result = probe(workload, grid_size, strategy)
             times[strategy].append(time.perf_counter() - started)
@@ -217,6 +225,12 @@ def measure_probe(
         "persistence_seconds_median": persistence,
         "persistence_share_of_auto": persistence / rows["auto"]["seconds_median"],
     }
+
+
+def is_stackable(workload: Workload) -> bool:
+    from topselect.landscape._engine import stack_steps
+
+    return stack_steps(workload.model) is not None
 
 
 def time_persistence(values: Any) -> float:

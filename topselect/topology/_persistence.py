@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -66,6 +67,13 @@ def sublevel_persistence(values: ArrayLike) -> Diagrams:
     (exact integers in its float32 arithmetic), and births and deaths are mapped back to
     the original values. Bars of zero length are not reported.
 
+    H1 comes from Alexander duality instead of ripser's H1: the loops of the sublevel set
+    are the bounded components of its complement, which is 4-connected. So ripser computes
+    H0 twice, once on the 8-connected graph and once on the 4-connected graph of the
+    negated ranks with a frame vertex joined to every border cell. Each finite bar
+    ``(b, d)`` of the second becomes the loop ``(-d, -b)``. Two H0 passes took about half
+    the time of one pass with H1 on a 31 x 31 grid (ripser 0.6.15, two CPU cores).
+
     Args:
         values: Array of shape ``(rows, cols)`` with ``rows, cols >= 1``. Integer and
             boolean arrays are converted to float64.
@@ -84,8 +92,18 @@ def sublevel_persistence(values: ArrayLike) -> Diagrams:
         count is returned in ``n_nonfinite`` and logged as a warning, never dropped.
     """
     grid = _as_grid(values)
+    flat, n_nonfinite, fill, value_range = _sanitize(grid.ravel())
+    levels, ranks = _dense_ranks(flat)
     first, second = _king_graph_edges(grid.shape)
-    return _lower_star_persistence(grid.ravel(), first, second)
+    h0, _ = _ripser_diagrams(ranks, first, second, max_dim=0)
+    h1 = _dual_loops(ranks, grid.shape)
+    return Diagrams(
+        h0=_to_values(h0, levels),
+        h1=_to_values(h1, levels),
+        n_nonfinite=n_nonfinite,
+        fill_value=fill,
+        value_range=value_range,
+    )
 
 
 def graph_sublevel_persistence(values: ArrayLike, edges: ArrayLike, max_dim: int = 1) -> Diagrams:
@@ -148,13 +166,7 @@ def _lower_star_persistence(
     max_dim: int = 1,
 ) -> Diagrams:
     values, n_nonfinite, fill, value_range = _sanitize(flat)
-    levels, ranks = np.unique(values, return_inverse=True)
-    if levels.size > _MAX_DISTINCT_VALUES:
-        raise InvalidInputError(
-            f"values has {levels.size} distinct entries, more than ripser represents exactly "
-            f"({_MAX_DISTINCT_VALUES}). Use a coarser grid."
-        )
-    ranks = ranks.ravel() + 1  # ripser reads a zero entry as "no edge".
+    levels, ranks = _dense_ranks(values)
     h0, h1 = _ripser_diagrams(ranks, first, second, max_dim)
     return Diagrams(
         h0=_to_values(h0, levels),
@@ -163,6 +175,52 @@ def _lower_star_persistence(
         fill_value=fill,
         value_range=value_range,
     )
+
+
+def _dense_ranks(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Return the sorted distinct values and each value's rank among them, from 1."""
+    levels, ranks = np.unique(values, return_inverse=True)
+    if levels.size > _MAX_DISTINCT_VALUES:
+        raise InvalidInputError(
+            f"values has {levels.size} distinct entries, more than ripser represents exactly "
+            f"({_MAX_DISTINCT_VALUES}). Use a coarser grid."
+        )
+    return levels, ranks.ravel() + 1  # ripser reads a zero entry as "no edge".
+
+
+def _dual_loops(ranks: NDArray[np.intp], shape: tuple[int, int]) -> NDArray[np.float64]:
+    """Return the H1 bars, in ranks, of the 8-connected sublevel filtration of a grid.
+
+    Runs H0 on the 4-connected grid graph of the negated ranks plus a frame vertex that
+    enters first and touches every border cell. Negated ranks are shifted to stay positive
+    (``top + 2 - rank``, frame at 1), so each finite bar ``(b, d)`` maps back to
+    ``(top + 2 - d, top + 2 - b)``.
+    """
+    if ranks.size == 1:
+        return np.empty((0, 2))
+    top = int(ranks.max())
+    first, second = _dual_graph_edges(shape)
+    negated = np.concatenate([top + 2 - ranks, [1]])
+    bars, _ = _ripser_diagrams(negated, first, second, max_dim=0)
+    finite = bars[np.isfinite(bars[:, 1])]
+    return np.column_stack([top + 2 - finite[:, 1], top + 2 - finite[:, 0]])
+
+
+@functools.lru_cache(maxsize=16)
+def _dual_graph_edges(shape: tuple[int, int]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Return the edges of the 4-connected grid graph plus a frame vertex (index
+    ``rows * cols``) joined to every border cell."""
+    rows, cols = shape
+    index = np.arange(rows * cols).reshape(shape)
+    first = [index[:, :-1].ravel(), index[:-1, :].ravel()]
+    second = [index[:, 1:].ravel(), index[1:, :].ravel()]
+    border = np.unique(np.concatenate([index[0], index[-1], index[:, 0], index[:, -1]]))
+    first.append(border)
+    second.append(np.full(border.size, rows * cols))
+    edges = np.concatenate(first), np.concatenate(second)
+    for array in edges:
+        array.setflags(write=False)  # Shared through the cache.
+    return edges
 
 
 def _as_grid(values: ArrayLike) -> NDArray[np.float64]:
@@ -211,8 +269,11 @@ def _sanitize(
     return np.where(bad, fill, grid), n_bad, fill, (low, high)
 
 
+@functools.lru_cache(maxsize=16)
 def _king_graph_edges(shape: tuple[int, int]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Return the end vertices (flat indices, first < second) of every king-graph edge."""
+    """Return the end vertices (flat indices, first < second) of every king-graph edge.
+
+    The arrays are cached per shape and read-only."""
     rows, cols = shape
     index = np.arange(rows * cols).reshape(shape)
     first, second = [], []
@@ -226,9 +287,11 @@ def _king_graph_edges(shape: tuple[int, int]) -> tuple[NDArray[np.intp], NDArray
         first.append(np.minimum(src, dst).ravel())
         second.append(np.maximum(src, dst).ravel())
     if not first:
-        empty = np.empty(0, dtype=np.intp)
-        return empty, empty
-    return np.concatenate(first), np.concatenate(second)
+        first, second = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
+    edges = np.concatenate(first), np.concatenate(second)
+    for array in edges:
+        array.setflags(write=False)
+    return edges
 
 
 def _ripser_diagrams(

@@ -4,6 +4,8 @@ channels-last and float64 models probe correctly."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -300,3 +302,23 @@ def test_channels_last_model_matches_contiguous(strategy):
 
     np.testing.assert_allclose(result.values, expected.values, rtol=1e-5, atol=1e-6)
     assert channels_last[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------------------------------
+# JSON layout
+# ---------------------------------------------------------------------------------------
+
+
+def test_landscape_to_dict_has_diagrams():
+    model, probe = _stackable_models()["relu-mlp"]
+    result = _probe_values(model, probe)
+
+    payload = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+
+    assert payload["schema_version"] == 2
+    h0 = payload["diagrams"]["h0"]
+    assert [death for _, death in h0].count(None) == 1  # The essential class.
+    assert len(h0) == len(result.diagrams.h0)
+    assert len(payload["diagrams"]["h1"]) == len(result.diagrams.h1)
+    assert payload["diagrams"]["n_nonfinite"] == 0
+    assert payload["settings"]["chunk_size"] >= 1

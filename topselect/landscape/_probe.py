@@ -44,8 +44,9 @@ _logger = logging.getLogger(__name__)
 
 Strategy = Literal["auto", "loop", "vmap", "stacked"]
 
-#: Version of the dictionary layout returned by :meth:`LandscapeResult.to_dict`.
-LANDSCAPE_SCHEMA_VERSION = 1
+#: Version of the dictionary layout returned by :meth:`LandscapeResult.to_dict`. Version 2
+#: added ``diagrams``.
+LANDSCAPE_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class LandscapeResult:
             "schema_version": LANDSCAPE_SCHEMA_VERSION,
             "axis": self.axis.tolist(),
             "values": [[json_float(v) for v in row] for row in self.values],
+            "diagrams": self.diagrams.to_dict(),
             "scores": {k: json_float(v) for k, v in self.scores.items()},
             "seed": self.seed,
             "probe_fingerprint": self.probe_fingerprint,

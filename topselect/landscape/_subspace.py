@@ -75,6 +75,7 @@ class SubspaceResult:
             "coefficients": self.coefficients.tolist(),
             "values": [json_float(v) for v in self.values],
             "edges": self.edges.tolist(),
+            "diagrams": self.diagrams.to_dict(),
             "scores": {k: json_float(v) for k, v in self.scores.items()},
             "seed": self.seed,
             "probe_fingerprint": self.probe_fingerprint,

@@ -48,10 +48,26 @@ class Diagrams:
     fill_value: float | None = None
     value_range: tuple[float, float] = field(default=(0.0, 0.0))
 
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-safe dictionary: ``h0`` and ``h1`` as lists of ``[birth, death]``
+        with ``None`` for an infinite death, plus ``n_nonfinite``, ``fill_value`` and
+        ``value_range``."""
+        return {
+            "h0": _json_bars(self.h0),
+            "h1": _json_bars(self.h1),
+            "n_nonfinite": self.n_nonfinite,
+            "fill_value": self.fill_value,
+            "value_range": [float(v) for v in self.value_range],
+        }
+
     def finite(self, dim: int) -> NDArray[np.float64]:
         """Return the bars of dimension ``dim`` (0 or 1) whose death is finite."""
         bars = self.h0 if dim == 0 else self.h1
         return bars[np.isfinite(bars[:, 1])]
+
+
+def _json_bars(bars: NDArray[np.float64]) -> list[list[float | None]]:
+    return [[float(b), float(d) if np.isfinite(d) else None] for b, d in bars]
 
 
 def sublevel_persistence(values: ArrayLike) -> Diagrams:

@@ -36,6 +36,17 @@ for seed in (11, 12):
         "h1": [v.hex() for v in result.diagrams.h1.ravel().tolist()],
         "fingerprint": result.probe_fingerprint,
     }
+torch.manual_seed(4)
+mlp = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+stacked = topselect.probe_landscape(mlp, F.cross_entropy, probe, grid_size=7, seed=11)
+subspace = topselect.probe_subspace(mlp, F.cross_entropy, probe, dim=3, n_samples=40, seed=11)
+for name, result in (("stacked", stacked), ("subspace", subspace)):
+    output[name] = {
+        "strategy": result.strategy,
+        "values": [v.hex() for v in result.values.ravel().tolist()],
+        "h0": [v.hex() for v in result.diagrams.h0.ravel().tolist()],
+        "h1": [v.hex() for v in result.diagrams.h1.ravel().tolist()],
+    }
 json.dump(output, sys.stdout)
 """
 
@@ -65,6 +76,16 @@ def test_probe_identical_across_processes(two_processes: tuple[dict, dict]) -> N
     assert first["h0"] == second["h0"]
     assert first["h1"] == second["h1"]
     assert len(first["values"]) == 49
+
+
+@pytest.mark.parametrize("name", ["stacked", "subspace"])
+def test_stacked_and_subspace_identical_across_processes(two_processes, name) -> None:
+    first, second = (run[name] for run in two_processes)
+
+    assert first["strategy"] == "stacked"
+    assert first["values"] == second["values"]
+    assert first["h0"] == second["h0"]
+    assert first["h1"] == second["h1"]
 
 
 def test_probe_seed_changes_values(two_processes: tuple[dict, dict]) -> None:

@@ -15,7 +15,10 @@ In one process, with one torch thread count throughout:
    (directions, persistence, scores) is charged to the forward passes. The stacked
    engine skips the first layer's per-point products by linearity, so its rate is an
    effective rate: the FLOPs a per-point evaluation would need, divided by wall time.
-3. The share of the probe spent in persistence: ``topselect.sublevel_persistence`` timed
+3. Chunk sizes: vmap and the stacked engine on the digits MLP at the first grid size with
+   chunks of 8 to 256 points, interleaved, median of the repeats; this is the
+   measurement behind the CPU chunk caps in ``topselect/landscape/_engine.py``.
+4. The share of the probe spent in persistence: ``topselect.sublevel_persistence`` timed
    alone on the slice that ``auto`` returned, as a percentage of the ``auto`` probe time.
 
 Forward FLOPs are 2 x the multiply-accumulates of every Linear and Conv1d layer; biases,
@@ -72,6 +75,7 @@ def main() -> None:
         for workload in workloads
         for grid_size in args.grid_sizes
     ]
+    chunks = measure_chunks(workloads[0], args.grid_sizes[0], args.repeats)
     # A second matmul measurement after the probes shows whether the machine's speed
     # changed during the run (other jobs on a shared machine).
     matmul_after = measure_matmul(args.repeats)
@@ -89,6 +93,7 @@ def main() -> None:
         "matmul_after_gflops": {str(n): rate for n, rate in matmul_after.items()},
         "workloads": [describe_workload(w) for w in workloads],
         "probes": probes,
+        "chunk_sweep": chunks,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
@@ -224,6 +229,39 @@ def measure_probe(
         "strategies": rows,
         "persistence_seconds_median": persistence,
         "persistence_share_of_auto": persistence / rows["auto"]["seconds_median"],
+    }
+
+
+CHUNK_SIZES = (8, 16, 32, 64, 128, 256)
+
+
+def measure_chunks(workload: Workload, grid_size: int, repeats: int) -> dict[str, Any]:
+    """Time vmap and the stacked engine at several chunk sizes on one workload."""
+    settings = [(s, c) for s in ("vmap", "stacked") for c in CHUNK_SIZES]
+    seconds: dict[str, list[float]] = {f"{s}:{c}": [] for s, c in settings}
+    for _ in range(repeats):
+        for strategy, chunk in settings:
+            started = time.perf_counter()
+            topselect.probe_landscape(
+                workload.model,
+                F.cross_entropy,
+                workload.probe,
+                grid_size=grid_size,
+                strategy=strategy,
+                chunk_size=chunk,
+                memory_budget=2**34,
+            )
+            seconds[f"{strategy}:{chunk}"].append(time.perf_counter() - started)
+    print(f"\nchunk sizes, {workload.name}, grid {grid_size}, median of {repeats} (s)")
+    print("| chunk | " + " | ".join(str(c) for c in CHUNK_SIZES) + " |")
+    print("|---|" + "---|" * len(CHUNK_SIZES))
+    for strategy in ("vmap", "stacked"):
+        medians = [statistics.median(seconds[f"{strategy}:{c}"]) for c in CHUNK_SIZES]
+        print(f"| {strategy} | " + " | ".join(f"{m:.3f}" for m in medians) + " |")
+    return {
+        "workload": workload.name,
+        "grid_size": grid_size,
+        "seconds": seconds,
     }
 
 

@@ -323,18 +323,18 @@ def _stacked_points(
     base = torch.nn.functional.linear(
         x, params[head.weight], params[head.bias] if head.bias else None
     )
-    along = [
-        torch.nn.functional.linear(x, d[head.weight], d[head.bias] if head.bias else None)
-        for d in directions
-    ]
+    along = torch.stack(
+        [
+            torch.nn.functional.linear(x, d[head.weight], d[head.bias] if head.bias else None)
+            for d in directions
+        ]
+    ).reshape(len(directions), -1)
     values: list[float] = []
     for start in range(0, len(coefficients), chunk_size):
         chunk = coefficients[start : start + chunk_size]
         c = torch.as_tensor(chunk, dtype=dtype, device=x.device)
-        lead = (len(chunk),) + (1,) * base.dim()
-        h = base.unsqueeze(0)
-        for j, out in enumerate(along):
-            h = h + c[:, j].reshape(lead) * out.unsqueeze(0)
+        # One pass over the chunk's first-layer outputs: base + c @ along.
+        h = torch.addmm(base.reshape(1, -1), c, along).reshape((len(chunk), *base.shape))
         for step in steps[first + 1 :]:
             if step.kind == "elementwise":
                 h = step.module(h)

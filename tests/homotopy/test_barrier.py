@@ -310,3 +310,68 @@ def test_loss_barrier_batchnorm_statistics_reestimated():
     assert stale > 10 * expected
     assert torch.all(model[1].running_mean == -50.0)
     assert torch.all(model[1].running_var == 1e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# Strategies and batches of segments
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_loss_barrier_strategy_exact_properties(strategy):
+    model = _trained_mlp()
+    other = _perturbed_copy(model, 6)
+
+    same = _barrier(model, model, copy.deepcopy(model), strategy=strategy)
+    forward = _barrier(model, model, other, strategy=strategy)
+    backward = _barrier(model, other, model, strategy=strategy)
+
+    assert same.barrier == 0.0
+    assert forward.barrier == backward.barrier
+    np.testing.assert_array_equal(forward.losses, backward.losses[::-1])
+
+
+def test_loss_barrier_strategies_agree():
+    model = _trained_mlp()
+    other = _permuted_copy(model, seed=2)
+
+    loop = _barrier(model, model, other, strategy="loop")
+    vmap = _barrier(model, model, other, strategy="vmap")
+
+    np.testing.assert_allclose(vmap.losses, loop.losses, rtol=1e-5)
+    assert vmap.barrier == pytest.approx(loop.barrier, rel=1e-5)
+
+
+def test_segment_batch_matches_single_segments():
+    model = _trained_mlp()
+    flat = parameters_to_vector(model.parameters()).detach()
+    ends = [parameters_to_vector(_perturbed_copy(model, s).parameters()).detach() for s in (7, 8)]
+    segments = topselect.homotopy.SegmentEvaluator(model, F.cross_entropy, _probe())
+
+    batch = segments.barriers([(flat, ends[0]), (ends[1], flat), (flat, flat)])
+
+    for result, end in zip(batch[:2], ends, strict=True):
+        alone = _barrier(model, flat, end)
+        assert result.barrier == pytest.approx(alone.barrier, rel=1e-5, abs=1e-7)
+    np.testing.assert_allclose(
+        batch[1].losses[::-1], _barrier(model, flat, ends[1]).losses, rtol=1e-5
+    )
+    assert batch[2].barrier == 0.0
+
+
+def test_loss_barrier_nan_loss_gives_nan():
+    model = _trained_mlp()
+    broken = parameters_to_vector(model.parameters()).detach().clone()
+    broken[0] = float("nan")
+
+    result = _barrier(model, model, broken)
+
+    assert np.isnan(result.barrier)
+    assert np.isnan(result.losses[-1])
+
+
+def test_loss_barrier_unknown_strategy_raises():
+    model = _trained_mlp()
+
+    with pytest.raises(topselect.InvalidInputError, match="strategy must be 'auto', 'loop'"):
+        _barrier(model, model, model, strategy="grid")

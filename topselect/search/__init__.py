@@ -1,5 +1,6 @@
 """Optuna integration: the sampler, the pruner, the trial tracker and the ranking."""
 
+from topselect.search._classes import study_classes
 from topselect.search._pruner import TopologicalPruner
 from topselect.search._ranking import (
     DEFAULT_SCORE,
@@ -25,5 +26,6 @@ __all__ = [
     "adjusted_value",
     "rank_records",
     "rank_trials",
+    "study_classes",
     "track",
 ]

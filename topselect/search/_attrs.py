@@ -36,6 +36,15 @@ WAYPOINTS_REF = PREFIX + "waypoints_ref"
 SKETCHES = PREFIX + "sketches"
 #: Largest barrier against each representative tested, by class id.
 CLASS_BARRIERS = PREFIX + "class_barriers"
+#: Progress fractions on which ``CLASS_ID`` was witnessed (as text, ascending).
+CLASS_FRACTIONS = PREFIX + "class_fractions"
+#: Pairs ``[class_id, class_id]`` this trial found to be one class.
+CLASS_MERGES = PREFIX + "class_merges"
+#: Trajectory pairs and segments this trial's class searches tested, summed.
+CLASS_PAIR_TESTS = PREFIX + "class_pair_tests"
+CLASS_BARRIER_EVALUATIONS = PREFIX + "class_barrier_evaluations"
+#: Size in bytes of the stored waypoints of a representative.
+WAYPOINTS_BYTES = PREFIX + "waypoints_bytes"
 #: Architecture signature (see ``topselect.homotopy.architecture_signature``).
 ARCHITECTURE = PREFIX + "architecture"
 #: Fingerprint of the probe set.

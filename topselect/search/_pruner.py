@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from topselect.exceptions import InvalidInputError
 from topselect.search import _attrs, _optuna_compat
+from topselect.search._classes import resolve_trial_classes
 
 __all__ = ["TopologicalPruner"]
 
@@ -32,7 +33,10 @@ class TopologicalPruner(BasePruner):
     same one.
 
     The reason for each prune is stored in the trial's ``topselect.prune_reason`` user
-    attribute.
+    attribute: ``"<base pruner class> at step <n>"`` for the base pruner's decisions,
+    ``"class <id>: ..."`` for the class rule's. Without class data every decision is the
+    base pruner's, at the same step. The class rule never applies to multi-objective
+    studies, where Optuna's ``Trial.should_prune`` raises anyway.
 
     Args:
         base_pruner: Pruner consulted first; ``MedianPruner()`` when ``None``.
@@ -65,6 +69,7 @@ class TopologicalPruner(BasePruner):
             raise InvalidInputError(f"margin must be a finite number >= 0, but got {margin}.")
         if warmup_steps < 0:
             raise InvalidInputError(f"warmup_steps must be >= 0, but got {warmup_steps}.")
+        _optuna_compat.check_version()
         self.base_pruner = base_pruner or optuna.pruners.MedianPruner()
         self.min_class_members = min_class_members
         self.margin = float(margin)
@@ -87,16 +92,16 @@ class TopologicalPruner(BasePruner):
             return None
         if trial.last_step is None or len(trial.intermediate_values) < self.warmup_steps:
             return None
+        trials = _optuna_compat.get_trials(study, deepcopy=False, use_cache=False)
+        # Class ids as merged since the trials were placed; merges may come from any trial.
+        classes = resolve_trial_classes([*trials, trial])
+        class_id = classes[trial.number]
         completed = [
             t
-            for t in _optuna_compat.get_trials(
-                study, deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False
-            )
-            if t.values is not None and len(t.values) == 1
+            for t in trials
+            if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 1
         ]
-        members = [
-            float(t.values[0]) for t in completed if t.user_attrs.get(_attrs.CLASS_ID) == class_id
-        ]
+        members = [float(t.values[0]) for t in completed if classes.get(t.number) == class_id]
         if len(members) < self.min_class_members:
             return None
         median = statistics.median(float(t.values[0]) for t in completed)

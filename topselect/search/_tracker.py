@@ -15,8 +15,11 @@ import optuna
 
 from topselect.exceptions import InvalidInputError
 from topselect.homotopy import (
+    ClassDecision,
+    ClassMode,
+    HomotopyTester,
     MlflowWaypointStore,
-    Representative,
+    WaypointDtype,
     WaypointStore,
     architecture_signature,
     assign_class,
@@ -24,21 +27,23 @@ from topselect.homotopy import (
 from topselect.landscape import (
     LandscapeResult,
     LossFn,
-    ParameterEvaluator,
     ProbeSet,
     check_probe_arguments,
-    eval_mode,
     hessian_trace,
     parameters_of,
     probe_landscape,
     sam_sharpness,
     top_hessian_eigenvalue,
     trajectory_plane,
-    unflatten_parameters,
 )
-from topselect.search import _attrs, _optuna_compat
+from topselect.search import _attrs, _classes, _optuna_compat
 from topselect.topology import DEFAULT_BASIN_LEVELS
-from topselect.trajectory import DEFAULT_FRACTIONS, TrajectoryRecorder, TrajectorySummary, sketch
+from topselect.trajectory import (
+    DEFAULT_FRACTIONS,
+    TrajectoryRecorder,
+    TrajectorySummary,
+    waypoint_losses,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -66,10 +71,24 @@ class TrackerConfig:
         sketch_dim: Dimension of the waypoint sketches.
         epsilon: Largest loss barrier (loss units) counted as homotopic.
         fit_loss: A trial is fitted when its final probe-set loss is at most this.
-        class_warmup: Progress from which a running trial is placed in a class.
-        max_candidates: Class representatives tested per membership search.
+        class_warmup: Progress from which a running trial is placed in a class, on the
+            prefix of its waypoints.
+        max_candidates: Class representatives tested per membership search, nearest
+            sketches first. A final search tests all of them, so that a trial linking
+            two classes merges them.
+        class_mode: ``"representatives"`` (membership against one founder per class) or
+            ``"all_pairs"`` (every fitted trial stored and compared with every earlier
+            one; exact but O(N^2), for small studies and for validation).
+        confirm_merges: Whether two classes merge only when their representatives are
+            also witnessed against each other, not only through the linking trial. With
+            it, classes stay stars around their founders and do not chain; without it
+            (and with about 10 candidates) they approach the all-pairs classes. Both are
+            measured in BENCHMARKS.md.
+        waypoint_dtype: Precision of stored representative waypoints (``"float16"``
+            halves their size).
         basin_levels: Loss increments at which the basin area is reported.
-        strategy: Landscape evaluation strategy (``"auto"``, ``"loop"``, ``"vmap"``).
+        strategy: Landscape evaluation strategy (``"auto"``, ``"loop"``, ``"vmap"``,
+            ``"stacked"``; see :func:`topselect.probe_landscape`).
         classes: Whether to assign homotopy classes at all.
         trajectory_slice: Whether to probe a second slice, through the plane of the
             trajectory (see ``trajectory_plane``), with radius 1 so the initialization
@@ -89,8 +108,11 @@ class TrackerConfig:
     fit_loss: float = 0.1
     class_warmup: float = 0.5
     max_candidates: int = 3
+    class_mode: ClassMode = "representatives"
+    confirm_merges: bool = True
+    waypoint_dtype: WaypointDtype = "float32"
     basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS
-    strategy: Literal["auto", "loop", "vmap"] = "auto"
+    strategy: Literal["auto", "loop", "vmap", "stacked"] = "auto"
     classes: bool = True
     trajectory_slice: bool = True
     baselines: bool = True
@@ -110,10 +132,19 @@ class TrackerConfig:
             )
         if self.max_candidates < 1:
             raise InvalidInputError(f"max_candidates must be >= 1, but got {self.max_candidates}.")
+        if self.class_mode not in ("representatives", "all_pairs"):
+            raise InvalidInputError(
+                f"class_mode must be 'representatives' or 'all_pairs', but got "
+                f"{self.class_mode!r}."
+            )
+        if self.waypoint_dtype not in ("float32", "float16"):
+            raise InvalidInputError(
+                f"waypoint_dtype must be 'float32' or 'float16', but got {self.waypoint_dtype!r}."
+            )
         if self.sketch_dim < 1:
             raise InvalidInputError(f"sketch_dim must be >= 1, but got {self.sketch_dim}.")
         # The probe's own checks, run now so a bad setting fails before any training.
-        check_probe_arguments(self.grid_size, self.radius, self.strategy, chunk_size=1)
+        check_probe_arguments(self.grid_size, self.radius, self.strategy)
         if not self.basin_levels or any(not (level >= 0) for level in self.basin_levels):
             raise InvalidInputError(
                 f"basin_levels must be a non-empty sequence of numbers >= 0, but got "
@@ -136,6 +167,9 @@ class TrackerConfig:
             "fit_loss": self.fit_loss,
             "class_warmup": self.class_warmup,
             "max_candidates": self.max_candidates,
+            "class_mode": self.class_mode,
+            "confirm_merges": self.confirm_merges,
+            "waypoint_dtype": self.waypoint_dtype,
             "basin_levels": ",".join(f"{level:g}" for level in self.basin_levels),
             "strategy": self.strategy,
             "classes": self.classes,
@@ -251,7 +285,7 @@ class TrialTracker:
         self._plane_path: np.ndarray | None = None
         self.baselines: dict[str, float] | None = None
         self.summary: TrajectorySummary | None = None
-        self._sketches: dict[float, np.ndarray] = {}
+        self._tester: HomotopyTester | None = None
         self._entered = False
 
     @staticmethod
@@ -463,20 +497,8 @@ class TrialTracker:
         return out
 
     def _summarize(self) -> TrajectorySummary:
-        # NOTE: earlier waypoints are evaluated with the final BatchNorm running statistics,
-        # which overstates their loss on models with BatchNorm.
-        reference = parameters_of(self.model)
-        evaluator = ParameterEvaluator(self.model, self.loss_fn, self.probe)
-        losses: list[float | None] = []
-        with eval_mode(self.model):
-            for fraction in self.recorder.recorded_fractions:
-                point = unflatten_parameters(self.recorder.waypoints[fraction], reference)
-                losses.append(evaluator.loss(point))
-        summary = self.recorder.summary(losses)
-        self._sketches = {
-            f: np.asarray(s) for f, s in zip(summary.fractions, summary.sketches, strict=True)
-        }
-        return summary
+        losses = waypoint_losses(self.model, self.loss_fn, self.probe, self.recorder.waypoints)
+        return self.recorder.summary(list(losses))
 
     def _train_loss(self) -> float | None:
         if self.landscape is not None:
@@ -492,78 +514,94 @@ class TrialTracker:
     def _classes_enabled(self) -> bool:
         return self.config.classes and self.waypoint_store is not None
 
-    def _representatives(self) -> list[Representative]:
-        reps = []
-        for t in _optuna_compat.get_trials(self.study, deepcopy=False):
-            a = t.user_attrs
-            if (
-                t.number == self.trial.number
-                or not a.get(_attrs.REPRESENTATIVE)
-                or t.state
-                not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-                or a.get(_attrs.ARCHITECTURE) != self.architecture
-                or a.get(_attrs.PROBE_FINGERPRINT) != self.probe.fingerprint
-                or not a.get(_attrs.WAYPOINTS_REF)
-            ):
-                continue
-            sketches = a.get(_attrs.SKETCHES) or {}
-            reps.append(
-                Representative(
-                    class_id=str(a[_attrs.CLASS_ID]),
-                    trial_number=t.number,
-                    sketches={float(f): np.asarray(s) for f, s in sketches.items()},
-                    waypoints_ref=str(a[_attrs.WAYPOINTS_REF]),
-                )
+    def _homotopy_tester(self) -> HomotopyTester:
+        if self._tester is None:
+            self._tester = HomotopyTester(
+                self.model, self.loss_fn, self.probe, epsilon=self.config.epsilon
             )
-        return reps
+        return self._tester
 
     def _place_in_class(self, final: bool) -> None:
+        """Place the trial on the waypoints recorded so far, from storage state alone.
+
+        The representatives, the merges and the trial's own previous decision are read
+        from Optuna storage, so any worker with the same storage and waypoints decides
+        the same. A final decision is made only for a fitted trial: it founds a class when
+        it joins none (in all-pairs mode always) and records the merges it found.
+        """
         store = self.waypoint_store
         assert store is not None, "classes are enabled only with a waypoint store"
+        # NOTE: every decision reads all trials from storage to find the representatives.
+        # That read grows with the study, and its cost in large studies is not measured.
+        trials = _optuna_compat.get_trials(self.study, deepcopy=False)
+        reps = _classes.representatives_from_trials(
+            trials,
+            architecture=self.architecture,
+            probe_fingerprint=self.probe.fingerprint,
+            exclude=self.trial.number,
+        )
+        all_pairs = final and self.config.class_mode == "all_pairs"
+        own_attrs = _optuna_compat.stored_user_attrs(self.trial)
         waypoints = dict(self.recorder.waypoints)
-        sketches = self._sketches if final and self._sketches else self._sketch_all(waypoints)
+        sketches = {f: self.recorder.sketches[f] for f in waypoints}
         decision = assign_class(
-            self.model,
-            self.loss_fn,
-            self.probe,
             waypoints,
             sketches,
-            self._representatives(),
+            reps,
             store.load,
-            epsilon=self.config.epsilon,
-            max_candidates=self.config.max_candidates,
+            self._homotopy_tester(),
+            max_candidates=max(len(reps), 1) if all_pairs else self.config.max_candidates,
+            final=final,
+            previous=_classes.previous_decision(own_attrs),
+            confirm_merges=self.config.confirm_merges and not all_pairs,
         )
-        attrs: dict[str, Any] = {
-            _attrs.CLASS_ID: decision.class_id,
-            _attrs.CLASS_FINAL: final,
-            _attrs.SKETCHES: {f"{f:g}": s.round(6).tolist() for f, s in sketches.items()},
-        }
-        if final and decision.class_id is None:
-            # NOTE: two workers founding a class at the same moment both become
-            # representatives; such classes are not merged yet.
-            reference = store.save(self.trial.number, waypoints)
-            attrs.update(
-                {
-                    _attrs.CLASS_ID: f"c{self.trial.number}",
-                    _attrs.REPRESENTATIVE: True,
-                    _attrs.WAYPOINTS_REF: reference,
-                }
-            )
-        attrs[_attrs.CLASS_BARRIERS] = decision.barriers
+        attrs = self._decision_attrs(decision, final, own_attrs)
+        if final and (decision.class_id is None or all_pairs):
+            attrs.update(self._found_class(store, waypoints))
+        if all_pairs:
+            founded = attrs[_attrs.CLASS_ID]
+            attrs[_attrs.CLASS_MERGES] = [[founded, other] for other in decision.witnessed]
         self._set_attrs(attrs)
         _logger.debug(
-            "Trial %d class %s after %d barrier tests (final=%s).",
+            "Trial %d class %s after %d pair tests and %d barriers (final=%s).",
             self.trial.number,
             attrs[_attrs.CLASS_ID],
-            decision.tests,
+            decision.pair_tests,
+            decision.barrier_evaluations,
             final,
         )
 
-    def _sketch_all(self, waypoints: dict[float, torch.Tensor]) -> dict[float, np.ndarray]:
-        for fraction, flat in waypoints.items():
-            if fraction not in self._sketches:
-                self._sketches[fraction] = sketch(flat, self.config.sketch_dim, self.config.seed)
-        return {f: self._sketches[f] for f in waypoints}
+    def _decision_attrs(
+        self, decision: ClassDecision, final: bool, own_attrs: dict[str, Any]
+    ) -> dict[str, Any]:
+        sketches = self.recorder.sketches
+        return {
+            _attrs.CLASS_ID: decision.class_id,
+            _attrs.CLASS_FINAL: final,
+            _attrs.CLASS_FRACTIONS: [f"{f:g}" for f in decision.fractions],
+            _attrs.CLASS_BARRIERS: decision.barriers,
+            _attrs.CLASS_MERGES: [list(pair) for pair in decision.merges],
+            _attrs.CLASS_PAIR_TESTS: int(own_attrs.get(_attrs.CLASS_PAIR_TESTS) or 0)
+            + decision.pair_tests,
+            _attrs.CLASS_BARRIER_EVALUATIONS: int(
+                own_attrs.get(_attrs.CLASS_BARRIER_EVALUATIONS) or 0
+            )
+            + decision.barrier_evaluations,
+            _attrs.SKETCHES: {f"{f:g}": sketches[f].round(6).tolist() for f in sorted(sketches)},
+        }
+
+    def _found_class(
+        self, store: WaypointStore, waypoints: dict[float, torch.Tensor]
+    ) -> dict[str, Any]:
+        # Two workers that found classes at the same moment both become representatives;
+        # a later trial witnessed against both merges them.
+        stored = store.save(self.trial.number, waypoints, dtype=self.config.waypoint_dtype)
+        return {
+            _attrs.CLASS_ID: f"c{self.trial.number}",
+            _attrs.REPRESENTATIVE: True,
+            _attrs.WAYPOINTS_REF: stored.reference,
+            _attrs.WAYPOINTS_BYTES: stored.nbytes,
+        }
 
     # -- writing ----------------------------------------------------------------------
 
@@ -583,6 +621,13 @@ class TrialTracker:
         if self.baselines is not None:
             metrics.update({f"topselect.baseline.{k}": v for k, v in self.baselines.items()})
         metrics["topselect.train_loss"] = attrs.get(_attrs.TRAIN_LOSS)
+        for key in (
+            _attrs.CLASS_PAIR_TESTS,
+            _attrs.CLASS_BARRIER_EVALUATIONS,
+            _attrs.WAYPOINTS_BYTES,
+        ):
+            if attrs.get(key) is not None:
+                metrics[key] = attrs[key]
         metrics["topselect.analysis_seconds"] = analysis_seconds
         self.logger.log_params(self.run_id, self._params())
         self.logger.log_metrics(self.run_id, metrics)
@@ -591,6 +636,8 @@ class TrialTracker:
             {
                 "topselect.state": state,
                 "topselect.fitted": attrs.get(_attrs.FITTED),
+                # NOTE: the class as placed; a later merge renames it without
+                # updating this tag (topselect.search.study_classes applies merges).
                 "topselect.class_id": attrs.get(_attrs.CLASS_ID) or "",
                 "topselect.class_representative": bool(attrs.get(_attrs.REPRESENTATIVE)),
                 "topselect.prune_reason": attrs.get(_attrs.PRUNE_REASON) or "",
@@ -645,7 +692,15 @@ class TrialTracker:
             )
             json_files["trajectory.json"] = trajectory
             figures["trajectory.png"] = trajectory_figure(self.summary)
-        logger.log_artifacts(self.run_id, json_files=json_files, figures=figures)
+        files = self._guarded("record probe outputs", self._probe_outputs)
+        logger.log_artifacts(self.run_id, json_files=json_files, figures=figures, files=files)
+
+    def _probe_outputs(self) -> dict[str, bytes]:
+        """Return ``probe_outputs.npz``: predictions and penultimate features on the probe set."""
+        from topselect.tracking import encode_probe_outputs, record_probe_outputs
+
+        outputs = record_probe_outputs(self.model, self.probe)
+        return {"probe_outputs.npz": encode_probe_outputs(outputs)}
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():

@@ -6,6 +6,9 @@ from topselect.trajectory._recorder import (
     TrajectoryRecorder,
     TrajectorySummary,
     flatten_parameters,
+    summarize_waypoints,
+    waypoint_losses,
+    write_trajectory_artifacts,
 )
 from topselect.trajectory._sketch import sketch
 
@@ -16,4 +19,7 @@ __all__ = [
     "TrajectorySummary",
     "flatten_parameters",
     "sketch",
+    "summarize_waypoints",
+    "waypoint_losses",
+    "write_trajectory_artifacts",
 ]

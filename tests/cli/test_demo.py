@@ -38,7 +38,10 @@ def assert_demo_report(result: Result, n_trials: int, tracking_uri: str) -> None
     assert "Best by validation:" in result.stdout
     assert "Best by topselect:" in result.stdout
     assert f"mlflow ui --backend-store-uri {tracking_uri}" in result.stdout
-    assert "Ranking (topselect compare topselect-demo):" in result.stdout
+    assert (
+        "Ranking (topselect.rank_trials; also `topselect compare topselect-demo`):"
+        in result.stdout
+    )
     rows = ranking_rows(result.stdout)
     assert len(rows) == n_trials
     assert sorted(int(row[1]) for row in rows) == list(range(n_trials))
@@ -65,6 +68,15 @@ def test_demo_short_run_reports(demo_directory: Path) -> None:
 
     assert_demo_report(result, 3, tracking_uri)
     assert (demo_directory / "mlflow.db").is_file()
+    # The demo's table comes from rank_trials on the Optuna study, and compare reads the
+    # MLflow runs. Both rank alike: rank, trial, state, value and adjusted value agree
+    # (compare may show more columns, from MLflow metrics).
+    compared = CliRunner().invoke(
+        cli, ["compare", "topselect-demo", "--tracking-uri", tracking_uri]
+    )
+    assert compared.exit_code == 0, compared.output
+    demo_ranking = [row[:5] for row in ranking_rows(result.stdout)]
+    assert [row[:5] for row in ranking_rows(compared.stdout)] == demo_ranking
 
 
 def test_demo_even_grid_size_rejected() -> None:

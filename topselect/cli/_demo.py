@@ -89,14 +89,16 @@ def demo(trials: int, epochs: int, seed: int, study_name: str, storage: str | No
 
     Uses TopologicalSampler (TPE) and TopologicalPruner (median rule plus the class rule),
     logs every trial to MLflow, then prints the best trials by validation accuracy and by
-    topselect's ranking with their held-out test accuracy, and the ranking table.
+    topselect's ranking with their held-out test accuracy, and the ranking table of
+    ``topselect.rank_trials``.
     """
     import optuna
 
     from topselect.cli import UserError
-    from topselect.cli._compare import compare_text
+    from topselect.cli._render import render
     from topselect.demo import DemoSettings, run_demo
     from topselect.exceptions import InvalidInputError, TrackingError
+    from topselect.search import DEFAULT_SCORE
     from topselect.tracking._uri import default_tracking_uri
 
     if grid_size % 2 == 0:
@@ -147,8 +149,8 @@ def demo(trials: int, epochs: int, seed: int, study_name: str, storage: str | No
     else:
         click.echo("No trial completed, so there is no best trial to report.")
     click.echo(f"\nOpen the results in the MLflow UI:\n  mlflow ui --backend-store-uri {uri}")
-    click.echo(f"\nRanking (topselect compare {study_name}):")
-    text, notes = compare_text(study_name, uri, None, "table")
-    for note in notes:
-        click.echo(note, err=True)
-    click.echo(text)
+    # rank_trials reads the Optuna study; `topselect compare` prints the same table from
+    # the MLflow runs.
+    click.echo(f"\nRanking (topselect.rank_trials; also `topselect compare {study_name}`):")
+    score = getattr(result.study.sampler, "score", DEFAULT_SCORE)
+    click.echo(render(result.ranking, "table", score=score, header={}))

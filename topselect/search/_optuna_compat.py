@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Container
+from collections.abc import Callable, Container
 from typing import Any
 
 import optuna
@@ -33,16 +33,33 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_version() -> None:
-    """Warn once when the installed Optuna lies outside the tested range."""
+_warned_versions: set[str] = set()
+
+
+def check_version(version: str | None = None) -> bool:
+    """Check an Optuna version against ``TESTED_RANGE`` and warn once when it lies outside.
+
+    Only the major and minor numbers count, so ``5.1.3`` and ``5.1.0rc1`` are in range.
+
+    Args:
+        version: Version text; the installed Optuna's when ``None``.
+
+    Returns:
+        Whether the version lies in the tested range.
+    """
+    version = optuna.__version__ if version is None else version
     low, high = (_version_tuple(v) for v in TESTED_RANGE)
-    if not (low <= _version_tuple(optuna.__version__) < high):
+    if low <= _version_tuple(version) < high:
+        return True
+    if version not in _warned_versions:
+        _warned_versions.add(version)
         _logger.warning(
             "Optuna %s is outside the range topselect was tested with (>=%s,<%s); the "
-            "sampler relies on private Optuna methods that may have changed.",
-            optuna.__version__,
+            "sampler and pruner rely on private Optuna methods that may have changed.",
+            version,
             *TESTED_RANGE,
         )
+    return False
 
 
 def _incompatible(error: Exception) -> IncompatibleVersionError:
@@ -105,3 +122,49 @@ def stored_user_attrs(trial: optuna.trial.Trial) -> dict[str, Any]:
         return dict(trial.study._storage.get_trial(trial._trial_id).user_attrs)
     except AttributeError as error:
         raise _incompatible(error) from error
+
+
+class AdjustedStudyView:
+    """A read-only view of a study whose trial lists pass through ``adjust``.
+
+    Optuna 5.1's built-in samplers read past trials through the private
+    ``Study._get_trials``, and a sampler may also use ``get_trials`` or ``trials``, so the
+    view overrides all three. Every other attribute is the study's own, so the view shares
+    the study's storage and its per-thread trial cache, which a ``copy.copy`` of the study
+    would drop.
+
+    Args:
+        study: The study, or a view Optuna made of it (HyperbandPruner's bracket study).
+        adjust: Maps a trial to the trial the base sampler reads; it must not modify its input,
+            because trials may be the storage's cached objects.
+    """
+
+    def __init__(self, study: optuna.Study, adjust: Callable[[FrozenTrial], FrozenTrial]) -> None:
+        self._study = study
+        self._adjust = adjust
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_study", "_adjust"):  # Not yet set, e.g. while unpickling.
+            raise AttributeError(name)
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        trials = get_trials(self._study, deepcopy, states, use_cache)
+        return [self._adjust(t) for t in trials]
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        # The study's own public method, because HyperbandPruner's bracket study (Optuna
+        # 5.1) filters trials there and not in ``_get_trials``.
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [self._adjust(t) for t in trials]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()

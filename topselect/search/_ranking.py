@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ DEFAULT_SCORE = "basin_area_0.1"
 DEFAULT_WEIGHT = 0.01
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1}
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,17 +124,40 @@ def adjusted_value(
     A fitted trial with a finite ``score`` moves towards better by ``weight * score``. A
     trial that is not known to be fitted keeps its value, so the adjustment never lifts
     an underfit model (whose flat, high-loss plateau scores as "flat") above a fitted one.
+    A negative score counts as 0 (with a warning, once per score name): a fitted trial
+    never moves towards worse, so it cannot fall below an underfit trial it ranked above
+    on raw values.
     """
     flatness = scores.get(score)
     if weight == 0:
         return value, "weight 0: raw value"
     if fitted is not True:
         return value, "not fitted: raw value"
-    if flatness is None or not math.isfinite(flatness):
+    if not isinstance(flatness, int | float) or not math.isfinite(flatness):
         return value, f"no {score}: raw value"
+    if flatness < 0:
+        _warn_negative_score(score, float(flatness))
+        return value, f"{score}={flatness:.4g} < 0 counted as 0: raw value"
     bonus = weight * float(flatness)
     adjusted = value + bonus if maximize else value - bonus
     return adjusted, f"{score}={flatness:.4g} x weight {weight:g}"
+
+
+_NEGATIVE_SCORES_WARNED: set[str] = set()
+
+
+def _warn_negative_score(score: str, flatness: float) -> None:
+    if score in _NEGATIVE_SCORES_WARNED:
+        return
+    _NEGATIVE_SCORES_WARNED.add(score)
+    _logger.warning(
+        "Score %r is negative (%g) for a fitted trial, so the adjustment counts it as 0. "
+        "Choose a score where larger means flatter and that is never negative, such as "
+        "%r.",
+        score,
+        flatness,
+        DEFAULT_SCORE,
+    )
 
 
 def rank_records(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -27,13 +27,20 @@ __all__ = ["TopologicalSampler"]
 class TopologicalSampler(BaseSampler):
     """Wrap an Optuna sampler so it learns from topology-adjusted trial values.
 
-    Before each call, the base sampler gets a read-only view of the study. In that view,
-    every fitted trial with topology data appears with ``value +/- weight * score``
-    (towards better). The adjustment applies to the final value of completed trials and to
-    the last intermediate value of pruned trials, which TPE ranks them by. Trials without
-    topology data, or not fitted, keep their raw values. Storage is never changed. With
-    ``weight=0`` the base sampler reads the study exactly as it is and makes exactly its
-    own suggestions.
+    Before each sampling call, the base sampler gets a read-only view of the study. In
+    that view, every fitted trial with topology data appears with
+    ``value +/- weight * score`` (towards better). The same shift applies to the value and
+    to the last intermediate value of completed and pruned trials: TPE ranks pruned trials
+    by their last intermediate value, and Optuna stores that value as a pruned trial's
+    value. Trials without topology data, or not fitted, keep their raw values, and so do
+    running and failed trials. Storage is never changed. ``before_trial``,
+    ``after_trial`` and ``reseed_rng`` go to the base sampler unchanged. With ``weight=0``
+    the base sampler reads the study exactly as it is and makes exactly its own
+    suggestions.
+
+    Multi-objective studies are supported only with ``weight=0``. With a positive weight,
+    the first sampling call in such a study raises :class:`InvalidInputError`, which
+    fails that trial.
 
     Args:
         base_sampler: The sampler to wrap; ``TPESampler(seed=seed)`` when ``None``.
@@ -85,32 +92,36 @@ class TopologicalSampler(BaseSampler):
                 f"has {len(study.directions)} objectives. Use weight=0 to wrap a "
                 "multi-objective sampler unchanged."
             )
-        return _AdjustedStudy(study, self)  # type: ignore[return-value]
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        view = _optuna_compat.AdjustedStudyView(study, lambda t: self._adjust(t, maximize))
+        return view  # type: ignore[return-value]
 
     def _adjust(self, trial: FrozenTrial, maximize: bool) -> FrozenTrial:
         if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             return trial
         record = record_from_trial(trial)
-        new_value = new_last = None
-        if trial.state == TrialState.COMPLETE and record.value is not None:
-            new_value, _ = adjusted_value(
-                record.value,
+
+        def shift(raw: float | None) -> float | None:
+            if raw is None:
+                return None
+            adjusted, _ = adjusted_value(
+                raw,
                 record.scores,
                 record.fitted,
                 maximize=maximize,
                 weight=self.weight,
                 score=self.score,
             )
-        if record.last_intermediate is not None:
-            new_last, _ = adjusted_value(
-                record.last_intermediate,
-                record.scores,
-                record.fitted,
-                maximize=maximize,
-                weight=self.weight,
-                score=self.score,
-            )
-        if new_value == record.value and new_last == record.last_intermediate:
+            return adjusted
+
+        # Optuna stores a pruned trial's last intermediate value as its value, so both
+        # move by the same amount and stay equal in the view.
+        raw_value = (
+            trial.values[0] if trial.values is not None and len(trial.values) == 1 else None
+        )
+        new_value = shift(raw_value)
+        new_last = shift(record.last_intermediate)
+        if new_value == raw_value and new_last == record.last_intermediate:
             return trial
         return _optuna_compat.with_adjusted_values(trial, new_value, new_last)
 
@@ -149,37 +160,3 @@ class TopologicalSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self.base_sampler.reseed_rng()
-
-
-class _AdjustedStudy:
-    """A view of a study whose trial lists carry topology-adjusted values.
-
-    Every other attribute is the study's own, so the view shares the study's storage and
-    its per-thread trial cache (a ``copy.copy`` of the study would not).
-    """
-
-    def __init__(self, study: Study, sampler: TopologicalSampler) -> None:
-        self._study = study
-        self._sampler = sampler
-        self._maximize = study.direction == StudyDirection.MAXIMIZE
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(
-        self,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-        use_cache: bool = False,
-    ) -> list[FrozenTrial]:
-        trials = _optuna_compat.get_trials(self._study, deepcopy, states, use_cache)
-        return [self._sampler._adjust(t, self._maximize) for t in trials]
-
-    def get_trials(
-        self, deepcopy: bool = True, states: Container[TrialState] | None = None
-    ) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()

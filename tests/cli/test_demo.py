@@ -93,5 +93,7 @@ def test_demo_default_settings(demo_directory: Path) -> None:
     result = CliRunner().invoke(cli, ["demo"])
 
     # With no URI given, the demo uses MLflow's own default store in the working directory.
-    assert_demo_report(result, 24, f"sqlite:///{demo_directory / 'mlflow.db'}")
+    default_trials = next(p.default for p in cli.commands["demo"].params if p.name == "trials")
+    assert default_trials == 40
+    assert_demo_report(result, default_trials, f"sqlite:///{demo_directory / 'mlflow.db'}")
     assert (demo_directory / "mlflow.db").is_file()

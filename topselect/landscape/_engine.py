@@ -53,9 +53,10 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 # each convolution into a grouped one (BENCHMARKS.md).
 _CPU_VMAP_MAX_PARAMETERS = 40_000
 
-# Largest chunk on the CPU. Measured on 2 cores with a 64-64-64-10 MLP and 512 probe
-# examples: vmap was fastest at 64 points per chunk and slower at 128-961, the stacked
-# engine fastest at 16-32, because larger chunks push the activations out of cache.
+# Largest chunk on the CPU. On 2 cores with a 64-64-64-10 MLP, 512 probe examples and a
+# 31 x 31 grid (benchmarks/probe_engine.py), vmap took 0.19 s at 32-64 points per chunk and
+# 0.35 s at 256; the stacked engine 0.12-0.13 s at 8-32 and 0.29 s at 256. Larger chunks
+# push the activations out of cache.
 _CPU_CHUNK_CAP = {"vmap": 64, "stacked": 16}
 
 # Element-wise modules the stacked engine applies to a (points, examples, features)

@@ -2,7 +2,7 @@
 
 Builds two experiments of the same shape in one sqlite store: ``bench-local`` keeps its
 artifacts beside the store, ``bench-served`` gets its 100 topology runs through a local
-``mlflow server`` (proxied artifacts). Each holds one study run, 100 trial runs with real
+``mlflow server`` (proxied artifacts). Each contains one study run, 100 trial runs with real
 topselect artifacts (``diagram.json`` from sublevel persistence of seeded 31 x 31 grids,
 ``probe_outputs.npz`` of seeded MLPs on a 512-example probe set) and 4,899 runs without
 topselect data, as optuna-integration's MLflowCallback writes them. Then it times the
@@ -158,8 +158,8 @@ def build_plain_runs(uri: str, experiment: str, count: int) -> None:
             run_name=str(number),
             tags={"number": str(number), "direction": "MAXIMIZE", "state": "COMPLETE"},
         )
-        # Two writes per run keep the build to minutes on two cores; the runs stay
-        # RUNNING, which compare never reads because they have no topselect tags.
+        # Two writes per run keep the build to minutes on two cores. The runs stay
+        # RUNNING, and compare never reads them because they have no topselect tags.
         client.log_batch(
             run.info.run_id,
             metrics=[Metric("value", 0.5 + 1e-5 * number, now, 0)],

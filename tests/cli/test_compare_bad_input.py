@@ -267,7 +267,7 @@ def test_closed_port_fails_fast_one_line(command: str) -> None:
 def test_silent_server_times_out_one_line() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
-        listener.listen(8)  # Accepts connections in the kernel, never answers.
+        listener.listen(8)  # Accepts connections in the kernel, never responds.
         uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
         result = run("compare", "synthetic", "--tracking-uri", uri, "--timeout", "2")

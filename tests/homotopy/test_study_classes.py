@@ -228,7 +228,7 @@ def test_study_float16_waypoints_half_size(tmp_path: Path) -> None:
 # -- merges recorded in storage -----------------------------------------------------------
 
 
-def _told(study: optuna.Study, attrs: dict, value: float | None = None) -> None:
+def _tell_trial(study: optuna.Study, attrs: dict, value: float | None = None) -> None:
     trial = study.ask()
     for key, item in attrs.items():
         trial.set_user_attr(key, item)
@@ -238,11 +238,11 @@ def _told(study: optuna.Study, attrs: dict, value: float | None = None) -> None:
 
 def test_study_classes_apply_merges(optuna_storage: str) -> None:
     study = optuna.create_study(storage=optuna_storage)
-    _told(study, {CLASS_ID: "c0", REPRESENTATIVE: True}, 0.1)
-    _told(study, {CLASS_ID: "c1", REPRESENTATIVE: True}, 0.2)
-    _told(study, {CLASS_ID: "c1"}, 0.3)
-    _told(study, {CLASS_ID: "c1", CLASS_MERGES: [["c1", "c0"]]}, 0.4)
-    _told(study, {CLASS_ID: None}, 0.5)
+    _tell_trial(study, {CLASS_ID: "c0", REPRESENTATIVE: True}, 0.1)
+    _tell_trial(study, {CLASS_ID: "c1", REPRESENTATIVE: True}, 0.2)
+    _tell_trial(study, {CLASS_ID: "c1"}, 0.3)
+    _tell_trial(study, {CLASS_ID: "c1", CLASS_MERGES: [["c1", "c0"]]}, 0.4)
+    _tell_trial(study, {CLASS_ID: None}, 0.5)
 
     assert study_classes(study) == {0: "c0", 1: "c0", 2: "c0", 3: "c0", 4: None}
     assert previous_decision(study.trials[2].user_attrs).class_id == "c1"
@@ -255,11 +255,11 @@ def test_pruner_counts_merged_class_members(optuna_storage: str) -> None:
     )
     study = optuna.create_study(storage=optuna_storage, direction="maximize", pruner=pruner)
     # c0 and c1 are one class: its three members all ended far below the median.
-    _told(study, {CLASS_ID: "c0", REPRESENTATIVE: True}, 0.1)
-    _told(study, {CLASS_ID: "c1", REPRESENTATIVE: True}, 0.15)
-    _told(study, {CLASS_ID: "c1", CLASS_MERGES: [["c1", "c0"]]}, 0.2)
+    _tell_trial(study, {CLASS_ID: "c0", REPRESENTATIVE: True}, 0.1)
+    _tell_trial(study, {CLASS_ID: "c1", REPRESENTATIVE: True}, 0.15)
+    _tell_trial(study, {CLASS_ID: "c1", CLASS_MERGES: [["c1", "c0"]]}, 0.2)
     for value in (0.9, 0.95, 0.85):
-        _told(study, {}, value)
+        _tell_trial(study, {}, value)
 
     trial = study.ask()
     trial.set_user_attr(CLASS_ID, "c1")

@@ -76,7 +76,7 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Start the server and wait until ``/health`` answers."""
+        """Start the server and wait until ``/health`` responds."""
         command = [
             sys.executable, "-m", "mlflow", self.command, "--host", "127.0.0.1",
             "--port", str(self.port), "--workers", "1",

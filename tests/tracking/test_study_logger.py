@@ -30,7 +30,7 @@ def store_and_cwd(
 ) -> tuple[Path, Path]:
     """A store folder and a different working directory, which becomes the cwd.
 
-    The folder holds migrated empty stores ``mlflow.db``, ``old.db`` and ``new.db``.
+    The folder contains migrated empty stores ``mlflow.db``, ``old.db`` and ``new.db``.
     """
     store, cwd = tmp_path / "store", tmp_path / "cwd"
     store.mkdir()

@@ -223,10 +223,11 @@ def _gram_cka(features: Sequence[np.ndarray]) -> np.ndarray:
     """Return linear CKA of every pair at once, through their Gram matrices.
 
     With centered ``X``, ``||Y^T X||_F^2`` equals the elementwise product sum of the Gram
-    matrices ``X X^T`` and ``Y Y^T``, so one matrix product of the stacked, flattened
-    Grams gives every numerator: 100 trials of 512 examples take about one BLAS call of
-    2.6 GFLOP instead of 5,050 pairs of feature products. Pairs of different example
-    counts, and constant features, are NaN here and computed pair by pair by the caller.
+    matrices ``X X^T`` and ``Y Y^T``. So one matrix product of the stacked, flattened
+    Grams gives every numerator. For 100 trials of 512 examples that is one product of a
+    100 x 262,144 matrix with its transpose, in place of 5,050 pairs of feature products.
+    Pairs of different example counts, and constant features, are NaN here and computed
+    pair by pair by the caller.
     """
     n = len(features)
     out = np.full((n, n), np.nan)

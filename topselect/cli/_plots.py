@@ -43,7 +43,7 @@ def compare_figure(
     """Draw four panels: a diagram distance heatmap, all diagrams overlaid by class,
     the objective values of each class, and the CKA heatmap (when computed).
 
-    Panels without data say so instead of staying blank.
+    Panels without data state that instead of staying blank.
     """
     from topselect.plots._figures import _pyplot
 

@@ -74,9 +74,13 @@ def column_value(entry: RankedTrial, column: str, score: str, rows: Mapping[str,
     """Return the value of one table column for one entry (``None`` when empty)."""
     r = entry.record
     row = rows.get(r.run_id or "")
+    # Runs without a trial number (number -1) are shown by their MLflow run name.
+    trial: int | str | None = r.number
+    if r.number < 0:
+        trial = row.run_name if row else None
     fixed: dict[str, Any] = {
         "rank": entry.rank,
-        "trial": r.number if r.number >= 0 else (row.run_name if row else None),
+        "trial": trial,
         "state": r.state,
         "value": r.value if r.state == "COMPLETE" else entry.ranked_value,
         "adjusted": entry.adjusted_value,

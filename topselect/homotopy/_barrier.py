@@ -322,7 +322,7 @@ def _sorts_after(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a`` sorts after ``b`` at the first coordinate where they differ.
 
     NaN sorts after every number, so the order is total and ``(a, b)`` and ``(b, a)``
-    always get opposite answers unless the vectors are equal.
+    always get opposite results unless the vectors are equal.
     """
     import torch
 

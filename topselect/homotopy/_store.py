@@ -1,7 +1,7 @@
 """Storage of class representatives' waypoints, shared by every worker of a study.
 
 Waypoints are written as safetensors: a JSON header and raw little-endian tensor bytes,
-so loading one runs no code (unlike a pickle). Each file holds ``fractions`` (``(T,)``
+so loading one runs no code (unlike a pickle). Each file contains ``fractions`` (``(T,)``
 float64) and ``waypoints`` (``(T, P)`` float32 or float16), plus string metadata
 ``format``, ``schema_version`` and ``dtype``. NPZ files written by earlier versions are
 still read, with ``allow_pickle=False``.

@@ -55,8 +55,8 @@ _CPU_VMAP_MAX_PARAMETERS = 40_000
 
 # Largest chunk on the CPU. On 2 cores with a 64-64-64-10 MLP, 512 probe examples and a
 # 31 x 31 grid (benchmarks/probe_engine.py), vmap took 0.19 s at 32-64 points per chunk and
-# 0.35 s at 256; the stacked engine 0.12-0.13 s at 8-32 and 0.29 s at 256. Larger chunks
-# push the activations out of cache.
+# 0.35 s at 256. The stacked engine took 0.12-0.13 s at 8-32 and 0.29 s at 256. Larger
+# chunks push the activations out of cache.
 _CPU_CHUNK_CAP = {"vmap": 64, "stacked": 16}
 
 # Element-wise modules the stacked engine applies to a (points, examples, features)

@@ -55,7 +55,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RunSelection:
-    """Which runs to read; the parts combine with AND.
+    """Selection of the runs to read. The parts combine with AND.
 
     Attributes:
         experiment: Experiment name or id. Without run ids or filters, the trial runs of
@@ -75,7 +75,7 @@ class RunSelection:
 
 @dataclass(frozen=True)
 class RunRow:
-    """What ``compare`` shows of one run besides its ranking record.
+    """Fields of one run that ``compare`` shows besides its ranking record.
 
     Attributes:
         run_id: MLflow run id.
@@ -166,7 +166,7 @@ def find_experiment(client, name_or_id: str):
 def near_matches(name: str, candidates: Sequence[str], kind: str) -> str:
     """Return a hint naming up to three close matches of ``name`` (case-insensitive).
 
-    Without close matches the hint lists the first five candidates, or says there are none.
+    Without close matches the hint lists the first five candidates, or states that there are none.
     """
     by_lower = {candidate.lower(): candidate for candidate in candidates}
     near = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)

@@ -87,7 +87,7 @@ def new_pending_id() -> str:
 
 @dataclass
 class SyncResult:
-    """What one replay of a spool uploaded.
+    """Result of one replay of a spool: what it uploaded.
 
     Attributes:
         runs: Runs whose spooled operations were all uploaded.

@@ -100,7 +100,7 @@ class StudyLogger:
     environment variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (2),
     ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (1) and ``MLFLOW_HTTP_REQUEST_TIMEOUT``
     (20 s), unless they are already set. A call then waits at most 3 x 20 s plus 2 s of
-    backoff for a server that accepts connections and never answers, and about 2 s
+    backoff for a server that accepts connections and never responds, and about 2 s
     for a closed port.
 
     Args:
@@ -108,7 +108,7 @@ class StudyLogger:
             ``sqlite:///<cwd>/mlflow.db`` when ``None``.
         spool_dir: Where writes go while the store is unreachable;
             ``$TOPSELECT_SPOOL_DIR`` or ``~/.cache/topselect/spool`` when ``None``.
-        flush_seconds: Longest time, in seconds, a buffered write waits before it is
+        flush_seconds: Maximum time, in seconds, a buffered write waits before it is
             sent (checked whenever the run is written to).
         retry_seconds: Time, in seconds, after a failure during which writes go
             straight to the spool.

@@ -19,12 +19,14 @@ Reference facts the tests rely on:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage
@@ -32,6 +34,7 @@ from scipy import ndimage
 import topselect
 from topselect.exceptions import InvalidInputError
 from topselect.topology import Diagrams, graph_sublevel_persistence
+from topselect.topology import _persistence as persistence_module
 
 KING = np.ones((3, 3), dtype=bool)
 CROSS = ndimage.generate_binary_structure(2, 1)
@@ -345,6 +348,98 @@ def test_persistence_invariant_under_symmetry(name, grid):
 
     np.testing.assert_array_equal(moved.h0, original.h0)
     np.testing.assert_array_equal(moved.h1, original.h1)
+
+
+# ---------------------------------------------------------------------------------------
+# Shortcuts: diagrams settled by the local extrema skip ripser
+# ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def count_ripser_calls() -> Iterator[list[int]]:
+    """Count calls of the module's ripser wrapper inside the block."""
+    calls = [0]
+    original = persistence_module._ripser_diagrams
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(persistence_module, "_ripser_diagrams", counting)
+        yield calls
+
+
+@settings(max_examples=300, deadline=None)
+@given(grid=_GRIDS)
+def test_persistence_shortcuts_equal_full_computation(grid):
+    grid = grid.astype(np.float64)
+
+    h0, h1 = persistence_module._grid_diagrams(grid)
+    full_h0, full_h1 = persistence_module._grid_diagrams(grid, shortcuts=False)
+
+    np.testing.assert_array_equal(h0, full_h0)
+    np.testing.assert_array_equal(h1, full_h1)
+
+
+_BOWLS = st.builds(
+    lambda rows, cols, centre_row, centre_col, stretch, tilt: (
+        (np.arange(rows)[:, None] - centre_row * (rows - 1)) ** 2
+        + stretch * (np.arange(cols)[None, :] - centre_col * (cols - 1)) ** 2
+        + tilt * np.arange(rows)[:, None]
+    ),
+    rows=st.integers(1, 31),
+    cols=st.integers(1, 31),
+    centre_row=st.floats(-0.5, 1.5),
+    centre_col=st.floats(-0.5, 1.5),
+    stretch=st.floats(0.01, 100.0),
+    tilt=st.floats(-3.0, 3.0),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(grid=_BOWLS)
+def test_persistence_single_basin_calls_no_ripser(grid):
+    assume(persistence_module._lone_minimum(grid))
+
+    with count_ripser_calls() as calls:
+        diagrams = topselect.sublevel_persistence(grid)
+
+    assert calls == [0]
+    assert_bars_equal(diagrams.h0, reference_h0(grid))
+    assert_bars_equal(diagrams.h1, reference_h1(grid))
+    assert diagrams.h0.tolist() == [[grid.min(), math.inf]]
+
+
+def test_persistence_shortcut_per_dimension():
+    # The tilted ring valley has one minimum but a loop around its central hump: H0 is
+    # settled without ripser, H1 is not.
+    coords = np.arange(-15, 16) / 10.0
+    xx, yy = np.meshgrid(coords, coords, indexing="ij")
+    grid = (np.hypot(xx, yy) - 1) ** 2 + 0.1 * xx
+    assert persistence_module._lone_minimum(grid)
+    assert persistence_module._has_enclosed_peak(grid)
+
+    with count_ripser_calls() as calls:
+        diagrams = topselect.sublevel_persistence(grid)
+
+    assert calls == [1]
+    assert_bars_equal(diagrams.h0, reference_h0(grid))
+    assert_bars_equal(diagrams.h1, reference_h1(grid))
+    assert diagrams.h1.shape == (1, 2)
+
+
+def test_persistence_plateau_minimum_uses_ripser():
+    # Two equal minima side by side form one component, but only ripser can tell.
+    grid = np.array([[3.0, 3.0, 3.0, 3.0], [3.0, 1.0, 1.0, 3.0], [3.0, 3.0, 3.0, 3.0]])
+    assert not persistence_module._lone_minimum(grid)
+
+    with count_ripser_calls() as calls:
+        diagrams = topselect.sublevel_persistence(grid)
+
+    assert calls == [1]
+    assert diagrams.h0.tolist() == [[1.0, math.inf]]
+    assert diagrams.h1.shape == (0, 2)
 
 
 # ---------------------------------------------------------------------------------------

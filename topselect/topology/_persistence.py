@@ -90,6 +90,11 @@ def sublevel_persistence(values: ArrayLike) -> Diagrams:
     ``(b, d)`` of the second becomes the loop ``(-d, -b)``. Two H0 passes took about half
     the time of one pass with H1 on a 31 x 31 grid (ripser 0.6.15, two CPU cores).
 
+    ripser is skipped where the local extrema settle a diagram exactly. When one cell
+    alone is at most all its neighbours, H0 is the essential bar alone. When no interior
+    cell is at least its four edge neighbours, there are no loops. A single basin, the
+    usual slice around a trained model, needs no ripser call at all.
+
     Args:
         values: Array of shape ``(rows, cols)`` with ``rows, cols >= 1``. Integer and
             boolean arrays are converted to float64.
@@ -109,17 +114,82 @@ def sublevel_persistence(values: ArrayLike) -> Diagrams:
     """
     grid = _as_grid(values)
     flat, n_nonfinite, fill, value_range = _sanitize(grid.ravel())
-    levels, ranks = _dense_ranks(flat)
-    first, second = _king_graph_edges(grid.shape)
-    h0, _ = _ripser_diagrams(ranks, first, second, max_dim=0)
-    h1 = _dual_loops(ranks, grid.shape)
+    h0, h1 = _grid_diagrams(flat.reshape(grid.shape))
     return Diagrams(
-        h0=_to_values(h0, levels),
-        h1=_to_values(h1, levels),
+        h0=h0,
+        h1=h1,
         n_nonfinite=n_nonfinite,
         fill_value=fill,
         value_range=value_range,
     )
+
+
+def _grid_diagrams(
+    grid: NDArray[np.float64], shortcuts: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Return the H0 and H1 bars, in values, of a finite grid's sublevel filtration.
+
+    With ``shortcuts``, ripser is skipped for a dimension whose diagram the grid's local
+    extrema already determine (see :func:`_lone_minimum` and :func:`_has_enclosed_peak`).
+    Loss slices around a trained model are usually a single basin, where both hold: the
+    check costs tens of microseconds against about 2 ms for the two ripser passes on a
+    31 x 31 grid.
+    """
+    h0: NDArray[np.float64] | None = None
+    h1: NDArray[np.float64] | None = None
+    if shortcuts and _lone_minimum(grid):
+        h0 = np.array([[grid.min(), np.inf]])
+    if shortcuts and not _has_enclosed_peak(grid):
+        h1 = np.empty((0, 2))
+    if h0 is not None and h1 is not None:
+        return h0, h1
+    levels, ranks = _dense_ranks(grid.ravel())
+    if h0 is None:
+        first, second = _king_graph_edges(grid.shape)
+        bars, _ = _ripser_diagrams(ranks, first, second, max_dim=0)
+        h0 = _to_values(bars, levels)
+    if h1 is None:
+        h1 = _to_values(_dual_loops(ranks, grid.shape), levels)
+    return h0, h1
+
+
+def _lone_minimum(grid: NDArray[np.float64]) -> bool:
+    """Return whether exactly one cell is at most every one of its (up to 8) neighbours.
+
+    A component of the filtration is born at a cell none of whose neighbours is present
+    yet, so under any order that breaks ties that cell is at most all its neighbours.
+    With a single such cell, the global minimum, one component is ever born: H0 is the
+    essential bar alone. Ties make every cell of a flat bottom count, so a plateau falls
+    back to ripser.
+    """
+    padded = np.pad(grid, 1, constant_values=np.inf)
+    rows, cols = grid.shape
+    minimal = np.ones(grid.shape, dtype=bool)
+    for d_row in (0, 1, 2):
+        for d_col in (0, 1, 2):
+            if d_row != 1 or d_col != 1:
+                minimal &= grid <= padded[d_row : d_row + rows, d_col : d_col + cols]
+    return int(np.count_nonzero(minimal)) == 1
+
+
+def _has_enclosed_peak(grid: NDArray[np.float64]) -> bool:
+    """Return whether an interior cell is at least each of its four edge neighbours.
+
+    By the duality in :func:`_dual_loops`, a loop is born where a component of the
+    4-connected superlevel set appears away from the border. That happens at a cell that
+    is at least its four neighbours and is not on the border, because border cells touch
+    the frame vertex, which enters first. Without such a cell H1 is empty.
+    """
+    if grid.shape[0] < 3 or grid.shape[1] < 3:
+        return False
+    inner = grid[1:-1, 1:-1]
+    peak = (
+        (inner >= grid[:-2, 1:-1])
+        & (inner >= grid[2:, 1:-1])
+        & (inner >= grid[1:-1, :-2])
+        & (inner >= grid[1:-1, 2:])
+    )
+    return bool(peak.any())
 
 
 def graph_sublevel_persistence(values: ArrayLike, edges: ArrayLike, max_dim: int = 1) -> Diagrams:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import topselect
-from topselect.landscape._engine import plan_evaluation, stack_steps
+from topselect.landscape._engine import _ChunkLosses, plan_evaluation, stack_steps
 from topselect.landscape._evaluate import ParameterEvaluator
 
 
@@ -130,6 +130,52 @@ def test_stacked_centre_equals_direct_loss():
     result = _probe_values(model, probe, strategy="stacked")
 
     assert result.values[result.center] == pytest.approx(direct, rel=1e-6)
+
+
+def _item_branch_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # Reading a value in Python is what vmap cannot trace.
+    loss = F.cross_entropy(outputs, targets)
+    return loss if loss.item() >= 0 else -loss
+
+
+_LOSS_PATHS = {
+    "functional-cross-entropy": (F.cross_entropy, "fused", False),
+    "module-cross-entropy": (nn.CrossEntropyLoss(), "fused", False),
+    "label-smoothing": (nn.CrossEntropyLoss(label_smoothing=0.1), "vmapped", False),
+    "ignored-targets": (F.cross_entropy, "vmapped", True),
+    "weighted": (nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5])), "vmapped", False),
+    "item-branch": (_item_branch_loss, "plain", False),
+}
+
+
+@pytest.mark.parametrize("name", list(_LOSS_PATHS))
+def test_chunk_losses_equal_per_point_calls(name):
+    loss_fn, path, ignore_some = _LOSS_PATHS[name]
+    generator = torch.Generator().manual_seed(1)
+    outputs = torch.randn(7, 40, 3, generator=generator)
+    targets = torch.randint(0, 3, (40,), generator=generator)
+    if ignore_some:
+        targets[::5] = -100  # cross_entropy's default ignore_index: left out of the mean.
+
+    losses = _ChunkLosses(loss_fn, targets)
+    losses.add(outputs[:4])
+    losses.add(outputs[4:])
+    expected = [float(loss_fn(row, targets)) for row in outputs]
+
+    np.testing.assert_allclose(losses.result(), expected, rtol=1e-6, atol=1e-7)
+    assert losses.fused == (path == "fused")
+    assert bool(losses.vmapped) == (path == "vmapped")
+
+
+def test_stacked_probe_with_untraceable_loss_matches_loop():
+    model, probe = _stackable_models()["relu-mlp"]
+
+    loop = topselect.probe_landscape(model, _item_branch_loss, probe, grid_size=5, strategy="loop")
+    stacked = topselect.probe_landscape(
+        model, _item_branch_loss, probe, grid_size=5, strategy="stacked", chunk_size=4
+    )
+
+    np.testing.assert_allclose(stacked.values, loop.values, rtol=1e-5, atol=1e-6)
 
 
 def _hooked_model() -> nn.Module:

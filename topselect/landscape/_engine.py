@@ -11,8 +11,10 @@ A point is ``theta + sum_j c[j] * d_j`` for trained parameters ``theta``, direct
   ``x (W + a D1 + b D2)^T = x W^T + a x D1^T + b x D2^T``, so its matrix product is computed
   once per call instead of once per point; later layers use ``torch.baddbmm``.
 
-Every strategy evaluates each point's loss with the caller's ``loss_fn`` on that point's
-outputs alone, so all three agree to float rounding.
+Every strategy evaluates each point's loss on that point's outputs alone, so all three
+agree to float rounding. The loop and vmap call the caller's ``loss_fn``. The stacked
+engine vmaps it over a chunk. For plain cross-entropy it makes one call per chunk
+instead, in a faster memory layout.
 """
 
 from __future__ import annotations
@@ -330,7 +332,12 @@ def _stacked_points(
             for d in directions
         ]
     ).reshape(len(directions), -1)
-    values: list[float] = []
+    layers = {
+        id(step): _LayerStack.build(step, params, directions)
+        for step in steps[first + 1 :]
+        if step.kind == "linear"
+    }
+    losses = _ChunkLosses(evaluator.loss_fn, y)
     for start in range(0, len(coefficients), chunk_size):
         chunk = coefficients[start : start + chunk_size]
         c = torch.as_tensor(chunk, dtype=dtype, device=x.device)
@@ -340,32 +347,138 @@ def _stacked_points(
             if step.kind == "elementwise":
                 h = step.module(h)
             else:
-                h = _batched_linear(h, step, params, directions, c)
-        for row in h:
-            values.append(float(evaluator.loss_fn(row, y)))
-    return np.asarray(values, dtype=np.float64)
+                h = layers[id(step)].apply(h, c)
+        losses.add(h)
+    return losses.result()
 
 
-def _batched_linear(h, step: _Step, params, directions, c) -> torch.Tensor:
-    """Apply one linear layer per point: ``h[i] @ W_i^T + b_i`` with ``h`` of shape
-    ``(points, ..., in_features)``."""
+@dataclass(frozen=True)
+class _LayerStack:
+    """One linear layer's parameters at theta and along every direction, flattened so
+    that a chunk's per-point weights are one ``addmm``: ``theta + c @ directions``."""
+
+    weight: torch.Tensor  # (1, out * in)
+    weight_along: torch.Tensor  # (k, out * in)
+    bias: torch.Tensor | None  # (1, out)
+    bias_along: torch.Tensor | None  # (k, out)
+    shape: tuple[int, int]
+
+    @classmethod
+    def build(cls, step: _Step, params, directions) -> _LayerStack:
+        import torch
+
+        weight = params[step.weight]
+        bias = params[step.bias] if step.bias is not None else None
+        return cls(
+            weight=weight.reshape(1, -1),
+            weight_along=torch.stack([d[step.weight].reshape(-1) for d in directions]),
+            bias=None if bias is None else bias.reshape(1, -1),
+            bias_along=(
+                None
+                if step.bias is None
+                else torch.stack([d[step.bias].reshape(-1) for d in directions])
+            ),
+            shape=(weight.shape[0], weight.shape[1]),
+        )
+
+    def apply(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Return ``h[i] @ W_i^T + b_i`` for ``h`` of shape ``(points, ..., in_features)``."""
+        import torch
+
+        k = c.shape[0]
+        weight = torch.addmm(self.weight, c, self.weight_along).reshape(k, *self.shape)
+        if self.bias is None or self.bias_along is None:
+            bias = torch.zeros(k, 1, self.shape[0], dtype=h.dtype, device=h.device)
+        else:
+            bias = torch.addmm(self.bias, c, self.bias_along).unsqueeze(1)
+        middle = h.shape[1:-1]
+        flat = h.reshape(k, -1, h.shape[-1])
+        out = torch.baddbmm(bias.to(flat.dtype), flat, weight.transpose(1, 2).to(flat.dtype))
+        return out.reshape((k, *middle, out.shape[-1]))
+
+
+class _ChunkLosses:
+    """Per-point losses of stacked outputs of shape ``(points, examples, ...)``.
+
+    ``torch.nn.functional.cross_entropy`` (or a default ``nn.CrossEntropyLoss``) with class
+    index targets is computed for the whole chunk at once. Classes go on the middle axis
+    of an ``(examples, classes, points)`` layout, because log-softmax over a 10-wide last
+    axis took 1.3 ms for 16 x 512 rows on one CPU thread and over the middle axis 0.1 ms
+    (torch 2.13). Any other
+    loss is vmapped over the points; one that vmap cannot trace (it reads values with
+    ``.item()`` or branches on them) is called point by point from the chunk where tracing
+    failed. Each point's loss sees that point's outputs alone, and values stay on the
+    device until :meth:`result`, so chunks run without a host synchronisation each.
+    """
+
+    def __init__(self, loss_fn, targets: torch.Tensor) -> None:
+        self.loss_fn = loss_fn
+        self.targets = targets
+        self.fused = _is_plain_cross_entropy(loss_fn) and _are_class_indices(targets)
+        self.vmapped: bool | None = None
+        self.parts: list[torch.Tensor] = []
+
+    def add(self, outputs: torch.Tensor) -> None:
+        import torch
+
+        if self.fused and outputs.dim() == 3:
+            points, examples, _ = outputs.shape
+            per_example = torch.nn.functional.cross_entropy(
+                outputs.permute(1, 2, 0),
+                self.targets.reshape(examples, 1).expand(examples, points),
+                reduction="none",
+            )
+            self.parts.append(per_example.mean(0))
+            return
+        if self.vmapped is not False:
+            try:
+                batched = torch.func.vmap(self.loss_fn, in_dims=(0, None))(outputs, self.targets)
+            except Exception:  # noqa: BLE001 - any tracing failure means "not vmappable".
+                # The plain calls below raise the loss function's own error, if it has one.
+                self.vmapped = False
+            else:
+                if batched.shape == (outputs.shape[0],):
+                    self.vmapped = True
+                    self.parts.append(batched.detach())
+                    return
+                self.vmapped = False  # Not a scalar per point; use the plain calls.
+        self.parts.append(
+            torch.stack([self.loss_fn(row, self.targets).detach().reshape(()) for row in outputs])
+        )
+
+    def result(self) -> NDArray[np.float64]:
+        import torch
+
+        if not self.parts:
+            return np.empty(0, dtype=np.float64)
+        return torch.cat(self.parts).to("cpu", torch.float64).numpy()
+
+
+def _is_plain_cross_entropy(loss_fn) -> bool:
+    """Return whether ``loss_fn`` is cross-entropy averaged over examples, unweighted."""
     import torch
 
-    k = c.shape[0]
-    weight = params[step.weight].unsqueeze(0)
-    for j, d in enumerate(directions):
-        weight = weight + c[:, j].reshape(k, 1, 1) * d[step.weight].unsqueeze(0)
-    if step.bias is None:
-        bias = torch.zeros(k, 1, weight.shape[1], dtype=h.dtype, device=h.device)
-    else:
-        bias = params[step.bias].unsqueeze(0)
-        for j, d in enumerate(directions):
-            bias = bias + c[:, j].reshape(k, 1) * d[step.bias].unsqueeze(0)
-        bias = bias.unsqueeze(1)
-    middle = h.shape[1:-1]
-    flat = h.reshape(k, -1, h.shape[-1])
-    out = torch.baddbmm(bias.to(flat.dtype), flat, weight.transpose(1, 2).to(flat.dtype))
-    return out.reshape((k, *middle, out.shape[-1]))
+    if loss_fn is torch.nn.functional.cross_entropy:
+        return True
+    return (
+        type(loss_fn) is torch.nn.CrossEntropyLoss
+        and loss_fn.weight is None
+        and loss_fn.reduction == "mean"
+        and loss_fn.label_smoothing == 0.0
+        and not loss_fn._forward_hooks
+        and not loss_fn._forward_pre_hooks
+    )
+
+
+def _are_class_indices(targets: torch.Tensor) -> bool:
+    """Return whether ``targets`` is a 1-D integer tensor with no ignored entry (-100),
+    so that the mean over examples divides by the number of examples."""
+    return (
+        targets.dim() == 1
+        and not targets.is_floating_point()
+        and not targets.is_complex()
+        and bool((targets >= 0).all())
+    )
 
 
 def _leaves(model: torch.nn.Module) -> Iterator[torch.nn.Module | None]:

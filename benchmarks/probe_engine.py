@@ -20,6 +20,8 @@ In one process, with one torch thread count throughout:
    measurement behind the CPU chunk caps in ``topselect/landscape/_engine.py``.
 4. The share of the probe spent in persistence: ``topselect.sublevel_persistence`` timed
    alone on the slice that ``auto`` returned, as a percentage of the ``auto`` probe time.
+   The same slice is timed again with ripser forced for both dimensions (no shortcut
+   for a single basin), the cost on a slice with several minima.
 
 Forward FLOPs are 2 x the multiply-accumulates of every Linear and Conv1d layer; biases,
 ReLU, pooling and the loss are not counted. ``torch.utils.flop_counter`` is run as a
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -38,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ import torch.nn.functional as F
 from probe_cases import Workload, load_workloads
 
 import topselect
+from topselect.topology._persistence import _grid_diagrams
 
 STRATEGIES = ("loop", "vmap", "stacked", "auto")
 MATMUL_SIZES = (512, 1024, 2048)
@@ -220,7 +225,10 @@ def measure_probe(
             "gflops": flops / median / 1e9,
             "fraction_of_matmul": flops / median / 1e9 / matmul_gflops,
         }
-    persistence = time_persistence(values)
+    persistence = time_persistence(topselect.sublevel_persistence, values)
+    # The same slice with ripser forced for both dimensions: the cost on a slice that is
+    # not a single basin (several minima, or a peak inside a ring).
+    full = time_persistence(functools.partial(_grid_diagrams, shortcuts=False), values)
     return {
         "workload": workload.name,
         "grid_size": grid_size,
@@ -229,6 +237,8 @@ def measure_probe(
         "strategies": rows,
         "persistence_seconds_median": persistence,
         "persistence_share_of_auto": persistence / rows["auto"]["seconds_median"],
+        "persistence_without_shortcuts_seconds_median": full,
+        "persistence_without_shortcuts_share_of_auto": full / rows["auto"]["seconds_median"],
     }
 
 
@@ -271,12 +281,12 @@ def is_stackable(workload: Workload) -> bool:
     return stack_steps(workload.model) is not None
 
 
-def time_persistence(values: Any) -> float:
-    topselect.sublevel_persistence(values)  # Untimed warm-up.
+def time_persistence(compute: Callable[[Any], Any], values: Any) -> float:
+    compute(values)  # Untimed warm-up.
     seconds = []
     for _ in range(PERSISTENCE_REPEATS):
         started = time.perf_counter()
-        topselect.sublevel_persistence(values)
+        compute(values)
         seconds.append(time.perf_counter() - started)
     return statistics.median(seconds)
 
@@ -312,13 +322,18 @@ def print_tables(workloads: list[Workload], probes: list[dict[str, Any]]) -> Non
                 f"| {loop / row['seconds_median']:.2f} |"
             )
     print()
-    print("| workload | grid | persistence (ms) | share of the auto probe |")
-    print("|---|---|---|---|")
+    print(
+        "| workload | grid | persistence (ms) | share of the auto probe "
+        "| ripser forced (ms) | its share |"
+    )
+    print("|---|---|---|---|---|---|")
     for entry in probes:
         print(
             f"| {entry['workload']} | {entry['grid_size']} "
-            f"| {1000 * entry['persistence_seconds_median']:.1f} "
-            f"| {100 * entry['persistence_share_of_auto']:.2f}% |"
+            f"| {1000 * entry['persistence_seconds_median']:.2f} "
+            f"| {100 * entry['persistence_share_of_auto']:.2f}% "
+            f"| {1000 * entry['persistence_without_shortcuts_seconds_median']:.2f} "
+            f"| {100 * entry['persistence_without_shortcuts_share_of_auto']:.2f}% |"
         )
 
 

@@ -75,6 +75,14 @@ def _stackable_models() -> dict[str, tuple[nn.Module, topselect.ProbeSet]]:
             _probe(),
         ),
         "single-linear": (nn.Sequential(nn.Linear(6, 3)), _probe()),
+        "output-without-bias": (
+            nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3, bias=False)),
+            _probe(),
+        ),
+        "activation-last": (
+            nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3), nn.Tanh()),
+            _probe(),
+        ),
         "float64": (
             nn.Sequential(nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 3)).double(),
             topselect.make_probe_set(

@@ -338,17 +338,25 @@ def _stacked_points(
         if step.kind == "linear"
     }
     losses = _ChunkLosses(evaluator.loss_fn, y)
+    rest = steps[first + 1 :]
+    # With fused cross-entropy on (points, examples, features) activations, a final linear
+    # layer writes (points, classes, examples) directly: the layout the loss reads, and a
+    # better shape for a batched product with few output features.
+    class_major = losses.fused and x.dim() == 2 and bool(rest) and rest[-1].kind == "linear"
     for start in range(0, len(coefficients), chunk_size):
         chunk = coefficients[start : start + chunk_size]
         c = torch.as_tensor(chunk, dtype=dtype, device=x.device)
         # One pass over the chunk's first-layer outputs: base + c @ along.
         h = torch.addmm(base.reshape(1, -1), c, along).reshape((len(chunk), *base.shape))
-        for step in steps[first + 1 :]:
+        for step in rest[:-1] if class_major else rest:
             if step.kind == "elementwise":
                 h = step.module(h)
             else:
                 h = layers[id(step)].apply(h, c)
-        losses.add(h)
+        if class_major:
+            losses.add_class_major(layers[id(rest[-1])].apply_class_major(h, c))
+        else:
+            losses.add(h)
     return losses.result()
 
 
@@ -395,6 +403,19 @@ class _LayerStack:
         flat = h.reshape(k, -1, h.shape[-1])
         out = torch.baddbmm(bias.to(flat.dtype), flat, weight.transpose(1, 2).to(flat.dtype))
         return out.reshape((k, *middle, out.shape[-1]))
+
+    def apply_class_major(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Return :meth:`apply`'s result for ``h`` of shape ``(points, examples, in)`` as
+        ``(points, out, examples)``: ``W_i @ h[i]^T + b_i``."""
+        import torch
+
+        k = c.shape[0]
+        weight = torch.addmm(self.weight, c, self.weight_along).reshape(k, *self.shape)
+        if self.bias is None or self.bias_along is None:
+            bias = torch.zeros(k, self.shape[0], 1, dtype=h.dtype, device=h.device)
+        else:
+            bias = torch.addmm(self.bias, c, self.bias_along).unsqueeze(2)
+        return torch.baddbmm(bias.to(h.dtype), weight.to(h.dtype), h.transpose(1, 2))
 
 
 class _ChunkLosses:
@@ -445,6 +466,16 @@ class _ChunkLosses:
         self.parts.append(
             torch.stack([self.loss_fn(row, self.targets).detach().reshape(()) for row in outputs])
         )
+
+    def add_class_major(self, outputs: torch.Tensor) -> None:
+        """Add fused cross-entropy losses of outputs of shape ``(points, classes, examples)``."""
+        import torch
+
+        points, _, examples = outputs.shape
+        per_example = torch.nn.functional.cross_entropy(
+            outputs, self.targets.reshape(1, examples).expand(points, examples), reduction="none"
+        )
+        self.parts.append(per_example.mean(1))
 
     def result(self) -> NDArray[np.float64]:
         import torch

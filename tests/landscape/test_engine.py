@@ -156,12 +156,16 @@ _LOSS_PATHS = {
 }
 
 
+@pytest.mark.parametrize("n_classes", [3, 20])
 @pytest.mark.parametrize("name", list(_LOSS_PATHS))
-def test_chunk_losses_equal_per_point_calls(name):
+def test_chunk_losses_equal_per_point_calls(name, n_classes):
+    # Below 16 classes the fused path reads classes from a middle axis, above it not.
     loss_fn, path, ignore_some = _LOSS_PATHS[name]
+    if name == "weighted":
+        loss_fn = nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, n_classes))
     generator = torch.Generator().manual_seed(1)
-    outputs = torch.randn(7, 40, 3, generator=generator)
-    targets = torch.randint(0, 3, (40,), generator=generator)
+    outputs = torch.randn(7, 40, n_classes, generator=generator)
+    targets = torch.randint(0, n_classes, (40,), generator=generator)
     if ignore_some:
         targets[::5] = -100  # cross_entropy's default ignore_index: left out of the mean.
 
@@ -173,6 +177,21 @@ def test_chunk_losses_equal_per_point_calls(name):
     np.testing.assert_allclose(losses.result(), expected, rtol=1e-6, atol=1e-7)
     assert losses.fused == (path == "fused")
     assert bool(losses.vmapped) == (path == "vmapped")
+
+
+@pytest.mark.parametrize("n_classes", [2, 15, 16, 40])
+def test_evaluator_batch_loss_equals_loss_fn(n_classes):
+    model = nn.Sequential(nn.Linear(6, n_classes))
+    probe = topselect.make_probe_set(
+        torch.randn(60, 6), torch.randint(0, n_classes, (60,)), size=50, seed=0
+    )
+    outputs = model(probe.inputs).detach()
+    evaluator = ParameterEvaluator(model, F.cross_entropy, probe)
+
+    fast = evaluator.batch_loss(outputs, probe.targets)
+
+    assert evaluator.plain_cross_entropy
+    assert float(fast) == pytest.approx(float(F.cross_entropy(outputs, probe.targets)), rel=1e-6)
 
 
 def test_stacked_probe_with_untraceable_loss_matches_loop():

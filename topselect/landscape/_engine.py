@@ -28,6 +28,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from topselect.exceptions import InvalidInputError
+from topselect.landscape._evaluate import (
+    are_class_indices,
+    class_major_pays,
+    is_plain_cross_entropy,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -339,10 +344,16 @@ def _stacked_points(
     }
     losses = _ChunkLosses(evaluator.loss_fn, y)
     rest = steps[first + 1 :]
-    # With fused cross-entropy on (points, examples, features) activations, a final linear
-    # layer writes (points, classes, examples) directly: the layout the loss reads, and a
-    # better shape for a batched product with few output features.
-    class_major = losses.fused and x.dim() == 2 and bool(rest) and rest[-1].kind == "linear"
+    # With fused cross-entropy on (points, examples, features) activations and few classes,
+    # a final linear layer writes (points, classes, examples) directly: the layout the
+    # loss reads fastest, and a better shape for a batched product with few outputs.
+    class_major = (
+        losses.fused
+        and x.dim() == 2
+        and bool(rest)
+        and rest[-1].kind == "linear"
+        and class_major_pays(rest[-1].module.out_features, x.device)
+    )
     for start in range(0, len(coefficients), chunk_size):
         chunk = coefficients[start : start + chunk_size]
         c = torch.as_tensor(chunk, dtype=dtype, device=x.device)
@@ -422,10 +433,8 @@ class _ChunkLosses:
     """Per-point losses of stacked outputs of shape ``(points, examples, ...)``.
 
     ``torch.nn.functional.cross_entropy`` (or a default ``nn.CrossEntropyLoss``) with class
-    index targets is computed for the whole chunk at once. Classes go on the middle axis
-    of an ``(examples, classes, points)`` layout, because log-softmax over a 10-wide last
-    axis took 1.3 ms for 16 x 512 rows on one CPU thread and over the middle axis 0.1 ms
-    (torch 2.13). Any other
+    index targets is computed for the whole chunk at once, with few classes on the middle
+    axis (see :func:`class_major_pays`). Any other
     loss is vmapped over the points; one that vmap cannot trace (it reads values with
     ``.item()`` or branches on them) is called point by point from the chunk where tracing
     failed. Each point's loss sees that point's outputs alone, and values stay on the
@@ -435,7 +444,7 @@ class _ChunkLosses:
     def __init__(self, loss_fn, targets: torch.Tensor) -> None:
         self.loss_fn = loss_fn
         self.targets = targets
-        self.fused = _is_plain_cross_entropy(loss_fn) and _are_class_indices(targets)
+        self.fused = is_plain_cross_entropy(loss_fn) and are_class_indices(targets)
         self.vmapped: bool | None = None
         self.parts: list[torch.Tensor] = []
 
@@ -443,13 +452,16 @@ class _ChunkLosses:
         import torch
 
         if self.fused and outputs.dim() == 3:
-            points, examples, _ = outputs.shape
+            points, examples, classes = outputs.shape
+            if class_major_pays(classes, outputs.device):
+                self.add_class_major(outputs.transpose(1, 2))
+                return
             per_example = torch.nn.functional.cross_entropy(
-                outputs.permute(1, 2, 0),
-                self.targets.reshape(examples, 1).expand(examples, points),
+                outputs.reshape(points * examples, classes),
+                self.targets.repeat(points),
                 reduction="none",
             )
-            self.parts.append(per_example.mean(0))
+            self.parts.append(per_example.reshape(points, examples).mean(1))
             return
         if self.vmapped is not False:
             try:
@@ -483,33 +495,6 @@ class _ChunkLosses:
         if not self.parts:
             return np.empty(0, dtype=np.float64)
         return torch.cat(self.parts).to("cpu", torch.float64).numpy()
-
-
-def _is_plain_cross_entropy(loss_fn) -> bool:
-    """Return whether ``loss_fn`` is cross-entropy averaged over examples, unweighted."""
-    import torch
-
-    if loss_fn is torch.nn.functional.cross_entropy:
-        return True
-    return (
-        type(loss_fn) is torch.nn.CrossEntropyLoss
-        and loss_fn.weight is None
-        and loss_fn.reduction == "mean"
-        and loss_fn.label_smoothing == 0.0
-        and not loss_fn._forward_hooks
-        and not loss_fn._forward_pre_hooks
-    )
-
-
-def _are_class_indices(targets: torch.Tensor) -> bool:
-    """Return whether ``targets`` is a 1-D integer tensor with no ignored entry (-100),
-    so that the mean over examples divides by the number of examples."""
-    return (
-        targets.dim() == 1
-        and not targets.is_floating_point()
-        and not targets.is_complex()
-        and bool((targets >= 0).all())
-    )
 
 
 def _leaves(model: torch.nn.Module) -> Iterator[torch.nn.Module | None]:

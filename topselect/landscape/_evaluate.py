@@ -86,6 +86,23 @@ class ParameterEvaluator:
         self.probe = probe.to(self.device)
         self.batch_size = batch_size or len(probe)
         self.buffers = {name: b.detach() for name, b in model.named_buffers()}
+        self.plain_cross_entropy = is_plain_cross_entropy(loss_fn) and are_class_indices(
+            self.probe.targets
+        )
+
+    def batch_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return ``loss_fn(outputs, targets)``; plain cross-entropy over few classes on
+        the CPU reads the classes from a middle axis, which is faster there (see
+        :func:`class_major_pays`) and equal to float rounding."""
+        import torch
+
+        if (
+            self.plain_cross_entropy
+            and outputs.dim() == 2
+            and class_major_pays(outputs.shape[1], outputs.device)
+        ):
+            return torch.nn.functional.cross_entropy(outputs.T.unsqueeze(0), targets.unsqueeze(0))
+        return self.loss_fn(outputs, targets)
 
     def loss(self, params: Mapping[str, torch.Tensor]) -> float:
         """Return the mean probe-set loss at ``params`` (a full parameter mapping)."""
@@ -99,7 +116,7 @@ class ParameterEvaluator:
                 x = self.probe.inputs[start : start + self.batch_size]
                 y = self.probe.targets[start : start + self.batch_size]
                 out = functional_call(self.model, state, (x,))
-                total += float(self.loss_fn(out, y)) * len(x)
+                total += float(self.batch_loss(out, y)) * len(x)
                 count += len(x)
         return total / count
 
@@ -116,10 +133,49 @@ class ParameterEvaluator:
 
         def one(params: dict[str, torch.Tensor]) -> torch.Tensor:
             out = functional_call(self.model, {**self.buffers, **params}, (x,))
-            return self.loss_fn(out, y)
+            return self.batch_loss(out, y)
 
         with torch.no_grad():
             return [float(v) for v in vmap(one)(dict(stacked))]
+
+
+def class_major_pays(n_classes: int, device: torch.device) -> bool:
+    """Return whether cross-entropy should read classes from a middle axis.
+
+    torch's CPU log-softmax over a last axis narrower than 16 runs without vector
+    instructions: for 8,192 rows of 10 classes it took 1.3 ms on one thread, against
+    0.15 ms with the classes on the middle axis of ``(batch, classes, rows)``. At 16
+    classes and more the last axis was faster (torch 2.13, this repository's CPU
+    benchmark machine). CUDA keeps the usual layout, which has not been measured against.
+    """
+    return device.type == "cpu" and n_classes < 16
+
+
+def is_plain_cross_entropy(loss_fn) -> bool:
+    """Return whether ``loss_fn`` is cross-entropy averaged over examples, unweighted."""
+    import torch
+
+    if loss_fn is torch.nn.functional.cross_entropy:
+        return True
+    return (
+        type(loss_fn) is torch.nn.CrossEntropyLoss
+        and loss_fn.weight is None
+        and loss_fn.reduction == "mean"
+        and loss_fn.label_smoothing == 0.0
+        and not loss_fn._forward_hooks
+        and not loss_fn._forward_pre_hooks
+    )
+
+
+def are_class_indices(targets: torch.Tensor) -> bool:
+    """Return whether ``targets`` is a 1-D integer tensor with no ignored entry (-100),
+    so that the mean over examples divides by the number of examples."""
+    return (
+        targets.dim() == 1
+        and not targets.is_floating_point()
+        and not targets.is_complex()
+        and bool((targets >= 0).all())
+    )
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

@@ -23,6 +23,13 @@ DISTANCE_METRICS = ("bottleneck", "wasserstein", "sliced")
 _FIXED_SORT_KEYS = (
     "rank", "trial", "state", "value", "adjusted", "class", "fitted", "duration_s", "run",
 )  # fmt: skip
+# Metrics that topselect.transfer.log_transfer writes as ``topselect.transfer.<key>``,
+# shown as these columns (fractions).
+TRANSFER_COLUMNS = {
+    "accuracy": "transfer_accuracy",
+    "accuracy_ratio": "transfer_ratio",
+    "time_saving": "transfer_saving",
+}
 
 
 def check_sqlite_store(path: Path) -> None:
@@ -91,6 +98,7 @@ def build_report(runs: StudyRuns, uri: str, client, options: CompareOptions) -> 
     from topselect.search import rank_records
 
     _apply_class_table(runs, client, uri)
+    _add_transfer_columns(runs)
     ranking = rank_records(
         runs.records, maximize=runs.maximize, weight=runs.weight, score=runs.score
     )
@@ -142,6 +150,27 @@ def _apply_class_table(runs: StudyRuns, client, uri: str) -> None:
         else r
         for r in runs.records
     ]
+
+
+def _add_transfer_columns(runs: StudyRuns) -> None:
+    """Copy transfer metrics into the extra columns under short names.
+
+    A trial run keeps them among its scores as ``transfer.<key>``. Any other run lists
+    every ``topselect.transfer.<key>`` metric as an extra column, and these are replaced
+    by the short columns alone.
+    """
+    import dataclasses
+
+    prefix = "topselect.transfer."
+    updated = []
+    for record in runs.records:
+        extra = {k: v for k, v in record.extra.items() if not k.startswith(prefix)}
+        for key, column in TRANSFER_COLUMNS.items():
+            value = record.scores.get(f"transfer.{key}", record.extra.get(prefix + key))
+            if value is not None:
+                extra[column] = value
+        updated.append(dataclasses.replace(record, extra=extra))
+    runs.records[:] = updated
 
 
 def _sorted(ranking: list[RankedTrial], sort: str | None, runs: StudyRuns) -> list[RankedTrial]:

@@ -53,6 +53,9 @@ ENQUEUED_PARAMS = (
     UNFITTED_PARAMS,
 )
 SHARED_STUDY_TRIALS = 6
+# Sampler weight of the shared study: positive, so that rankings and MLflow records carry
+# flatness adjustments (the library's default weight is 0).
+TRACKED_WEIGHT = 0.01
 
 
 # -- slow tests ------------------------------------------------------------------------
@@ -192,7 +195,9 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def create_tracked_study(study_name: str, storage: str) -> optuna.Study:
     """Create a maximizing study with topselect's sampler and a threshold-based pruner."""
-    sampler = topselect.TopologicalSampler(optuna.samplers.TPESampler(seed=SEED))
+    sampler = topselect.TopologicalSampler(
+        optuna.samplers.TPESampler(seed=SEED), weight=TRACKED_WEIGHT
+    )
     pruner = topselect.TopologicalPruner(
         optuna.pruners.ThresholdPruner(
             lower=PRUNE_BELOW_ACCURACY, n_warmup_steps=PRUNE_WARMUP_STEPS
@@ -265,7 +270,13 @@ class TrackedStudy:
     prune_step: int = PRUNE_WARMUP_STEPS
 
     def load(self, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-        """Load the study afresh from its sqlite storage."""
+        """Load the study afresh from its sqlite storage.
+
+        Without ``sampler``, the study gets a ``TopologicalSampler`` with the weight it ran
+        with, so ``rank_trials`` on it ranks as the MLflow records do.
+        """
+        if sampler is None:
+            sampler = topselect.TopologicalSampler(weight=TRACKED_WEIGHT)
         return optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
 
 

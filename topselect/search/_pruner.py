@@ -38,6 +38,15 @@ class TopologicalPruner(BasePruner):
     base pruner's, at the same step. The class rule never applies to multi-objective
     studies, where Optuna's ``Trial.should_prune`` raises anyway.
 
+    Defaults: the base pruner is ``MedianPruner()``, which is also Optuna's default, so
+    on the same study state ``TopologicalPruner()`` prunes whenever a study created
+    without a pruner argument would. In the pruning benchmark
+    (``python -m benchmarks run pruning``: digits and MNIST-1D MLPs, 2 seeds, 20 trials
+    of 12 epochs), the class rule never fired. No MNIST-1D trial reached the tracker's
+    ``fit_loss``, so no class was founded there, and no digits class met the rule.
+    ``TopologicalPruner()`` therefore pruned exactly as ``MedianPruner()``, saving 38%
+    of epochs against no pruning with the same best test accuracy.
+
     Args:
         base_pruner: Pruner consulted first; ``MedianPruner()`` when ``None``.
         min_class_members: Completed members a class needs before the rule applies (>= 1).

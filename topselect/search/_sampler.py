@@ -44,7 +44,9 @@ class TopologicalSampler(BaseSampler):
 
     Args:
         base_sampler: The sampler to wrap; ``TPESampler(seed=seed)`` when ``None``.
-        weight: Objective units per unit of score (>= 0).
+        weight: Objective units per unit of score (>= 0). The default, 0, leaves the
+            base sampler's suggestions unchanged, because the selection benchmark found
+            no reliable gain from a positive weight (see :data:`DEFAULT_WEIGHT`).
         score: Name of the flatness score stored by the trial tracker.
         seed: Seed of the default TPE sampler; ignored when ``base_sampler`` is given.
 

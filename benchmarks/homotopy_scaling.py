@@ -1,27 +1,27 @@
 """Cost and agreement of representative-based homotopy classes against all-pairs classes.
 
-For N = 25, 50, 100, 200 of the cached trajectories (``homotopy_trajectories.py``), in
-trial order:
+The cached trajectories (``homotopy_trajectories.py``) are placed in trial order, once
+per setting, and every setting is measured in the same process:
 
-- fast mode: ``ClassRegistry`` in ``"representatives"`` mode, as the tracker places
-  trials. Each trial is placed on its prefixes at fractions 0.5, 0.625, 0.75 and 0.875
-  (a running trial with the default ``class_warmup``), then, when fitted, on its full
-  trajectory. Pair tests are counted with and without the prefix decisions, and each N
-  is timed from scratch.
-- all-pairs: the exact barrier matrix of all fitted runs (every shared fraction of every
-  pair), computed once and cached with the wall time of each pair. The exact mode's time
-  at N is the sum of its pairs' measured times. Its single linkage is what the tracker's
-  ``"all_pairs"`` mode computes, and complete linkage is reported too. Up to
-  ``--direct-all-pairs`` (default 50), the early-stopping all-pairs mode
-  (``pairwise_barriers``) is also run and timed directly, right after the fast mode.
+- all-pairs: ``ClassRegistry`` in ``"all_pairs"`` mode, what the tracker's all-pairs mode
+  runs. Its classes are exact single linkage (connected components of "barrier <=
+  epsilon" among fitted runs), found by union-find: a new run is tested against earlier
+  fitted runs until it is witnessed against one member of each component it links, so
+  pairs inside a component it already joined are never tested.
+- fast mode: ``ClassRegistry`` in ``"representatives"`` mode, once per ``--setting``.
+  Each run is placed on its prefixes at every waypoint fraction from ``warmup`` up to
+  (not including) 1, as a running trial is, then, when fitted, on its full trajectory.
 
-It reports pair tests against N (N - 1) / 2, wall times and their ratios, and the
-adjusted Rand index of the fast classes against both all-pairs linkages over the fitted
-runs. A side-by-side timing of the loop and vmap strategies of the barrier comes first.
+Placement is incremental, so the state after the first N runs is the state a study of N
+runs reaches. Counts, wall times and classes are read at every N of ``--sizes`` during
+one pass. It reports pair tests against N (N - 1) / 2 (prefix placements included, and
+final placements alone), segments evaluated, wall time, and the adjusted Rand index
+(ARI) of each setting's classes against the all-pairs classes over the fitted runs. When
+the exact barrier matrix of ``--matrix-only`` is cached, the all-pairs classes are also
+checked against its single linkage, and ARI against its complete linkage is added.
 Results go to ``benchmarks/results/homotopy_scaling.json``.
 
-Usage: ``python benchmarks/homotopy_scaling.py --matrix-only`` (slow, cached), then
-``python benchmarks/homotopy_scaling.py``.
+Usage: ``python benchmarks/homotopy_scaling.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
@@ -48,18 +49,41 @@ from topselect.homotopy import (
     PairwiseBarriers,
     all_pairs_classes,
     architecture_signature,
-    pairwise_barriers,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Probe-set loss up to which a run counts as fitted (the tracker's default is 0.1).
 FIT_LOSS = {"digits": 0.1, "mnist1d": 0.1}
 EPSILON = 0.05
-MAX_CANDIDATES = 3
-CLASS_WARMUP = 0.5
 SIZES = (25, 50, 100, 200)
 
 _logger = logging.getLogger("homotopy_scaling")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Options of the representative mode that one measured pass uses."""
+
+    name: str
+    max_candidates: int
+    prefix_candidates: int
+    confirm_merges: bool
+    warmup: float = 0.5
+
+
+#: Settings measured side by side. Names give the final and prefix candidates, and
+#: "star" (merges confirmed) or "chain" (merges on a linking run alone). The first is
+#: the library's default; "star-3-prefix-3" was the default before it.
+SETTINGS = {
+    s.name: s
+    for s in (
+        Setting("chain-5-prefix-1", 5, 1, False),
+        Setting("chain-10-prefix-1", 10, 1, False),
+        Setting("chain-10-prefix-1-warmup-0.75", 10, 1, False, 0.75),
+        Setting("chain-10-prefix-10", 10, 10, False),
+        Setting("star-3-prefix-3", 3, 3, True),
+    )
+}
 
 
 def make_tester(trajectories: TrajectorySet, epsilon: float, strategy: str = "auto"):
@@ -77,46 +101,51 @@ def fitted_mask(trajectories: TrajectorySet, n: int) -> np.ndarray:
     return np.array([run.train_loss <= limit for run in trajectories.runs[:n]])
 
 
-def run_fast(
+def place_runs(
     trajectories: TrajectorySet,
-    n: int,
+    sizes: tuple[int, ...],
     epsilon: float,
+    setting: Setting | None,
     *,
-    max_candidates: int = MAX_CANDIDATES,
-    confirm_merges: bool = True,
-    prefixes: bool = True,
     waypoint_dtype: str = "float32",
-) -> dict:
-    """Place the first ``n`` trajectories as the tracker would, and count the cost."""
+) -> dict[int, dict]:
+    """Place runs in order and read the cost and classes at every N of ``sizes``.
+
+    ``setting=None`` runs the all-pairs mode, which has no prefix placements.
+    """
     tester = make_tester(trajectories, epsilon)
     architecture = architecture_signature(trajectories.model())
-    registry = ClassRegistry(
-        {architecture: tester},
-        max_candidates=max_candidates,
-        confirm_merges=confirm_merges,
-        waypoint_dtype=waypoint_dtype,  # type: ignore[arg-type]
-    )
-    fitted = fitted_mask(trajectories, n)
+    if setting is None:
+        registry = ClassRegistry({architecture: tester}, mode="all_pairs")
+    else:
+        registry = ClassRegistry(
+            {architecture: tester},
+            max_candidates=setting.max_candidates,
+            prefix_candidates=setting.prefix_candidates,
+            confirm_merges=setting.confirm_merges,
+            waypoint_dtype=waypoint_dtype,  # type: ignore[arg-type]
+        )
+    fitted = fitted_mask(trajectories, max(sizes))
     prefix_pairs = prefix_evaluations = 0
+    snapshots: dict[int, dict] = {}
     started = time.perf_counter()
-    for number, run in enumerate(trajectories.runs[:n]):
+    for number, run in enumerate(trajectories.runs[: max(sizes)]):
         previous = None
-        if prefixes:
-            for last in sorted(run.waypoints):
-                if not CLASS_WARMUP <= last < 1.0:
-                    continue
-                keep = [f for f in run.waypoints if f <= last]
-                previous = registry.place(
-                    number,
-                    {f: run.waypoints[f] for f in keep},
-                    {f: run.sketches[f] for f in keep},
-                    architecture=architecture,
-                    fitted=False,
-                    final=False,
-                    previous=previous,
-                )
-                prefix_pairs += previous.pair_tests
-                prefix_evaluations += previous.barrier_evaluations
+        for last in sorted(run.waypoints):
+            if setting is None or not setting.warmup <= last < 1.0:
+                continue
+            keep = [f for f in run.waypoints if f <= last]
+            previous = registry.place(
+                number,
+                {f: run.waypoints[f] for f in keep},
+                {f: run.sketches[f] for f in keep},
+                architecture=architecture,
+                fitted=False,
+                final=False,
+                previous=previous,
+            )
+            prefix_pairs += previous.pair_tests
+            prefix_evaluations += previous.barrier_evaluations
         registry.place(
             number,
             run.waypoints,
@@ -126,18 +155,44 @@ def run_fast(
             final=True,
             previous=previous,
         )
-    seconds = time.perf_counter() - started
-    labels = registry.labels()
+        n = number + 1
+        if n in sizes:
+            labels = registry.labels()
+            snapshots[n] = {
+                "seconds": time.perf_counter() - started,
+                "pair_tests": tester.pair_tests,
+                "barrier_evaluations": tester.barrier_evaluations,
+                "final_pair_tests": tester.pair_tests - prefix_pairs,
+                "final_barrier_evaluations": tester.barrier_evaluations - prefix_evaluations,
+                "classes": len({c for c in labels.values() if c is not None}),
+                "representatives": len(registry.representatives),
+                "merges": len(registry.merges),
+                "labels": [labels[i] for i in range(n)],
+            }
+    return snapshots
+
+
+def fitted_labels(snapshot: dict, index: np.ndarray) -> list[str]:
+    labels = [snapshot["labels"][i] for i in index]
+    if any(label is None for label in labels):
+        raise RuntimeError("a fitted trajectory has no class")
+    return labels
+
+
+def matrix_check(trajectories: TrajectorySet, n: int, epsilon: float, all_pairs: dict) -> dict:
+    """Compare with the cached exact matrix, when there is one (see ``--matrix-only``)."""
+    path = CACHE / f"{trajectories.dataset}-exact.npz"
+    if not path.exists():
+        return {}
+    matrix = exact_matrix(trajectories)
+    keep = np.flatnonzero(matrix["index"] < n)
+    barriers = PairwiseBarriers(matrix["barriers"][np.ix_(keep, keep)], epsilon, True, 0, 0)
+    single = all_pairs_classes(barriers, epsilon, linkage="single")
+    complete = all_pairs_classes(barriers, epsilon, linkage="complete")
+    labels = fitted_labels(all_pairs, matrix["index"][keep])
     return {
-        "seconds": seconds,
-        "pair_tests": tester.pair_tests,
-        "barrier_evaluations": tester.barrier_evaluations,
-        "final_pair_tests": tester.pair_tests - prefix_pairs,
-        "final_barrier_evaluations": tester.barrier_evaluations - prefix_evaluations,
-        "classes": len({c for c in labels.values() if c is not None}),
-        "representatives": len(registry.representatives),
-        "merges": len(registry.merges),
-        "labels": [labels[i] for i in range(n)],
+        "matrix_single_ari": float(adjusted_rand_score(single, labels)),
+        "matrix_complete": complete.tolist(),
     }
 
 
@@ -183,59 +238,6 @@ def exact_matrix(trajectories: TrajectorySet, *, refresh: bool = False) -> dict:
     return matrix
 
 
-def all_pairs_at(matrix: dict, n: int, epsilon: float, n_fractions: int) -> dict:
-    """All-pairs classes and cost among the fitted runs of the first ``n``.
-
-    Wall time of the exact mode is the sum of the measured times of its pairs. The early
-    stopping mode's segment count follows from the exact barriers: one segment when the
-    last fraction's barrier exceeds epsilon, every fraction otherwise.
-    """
-    keep = np.flatnonzero(matrix["index"] < n)
-    sub = matrix["barriers"][np.ix_(keep, keep)]
-    last = matrix["last"][np.ix_(keep, keep)]
-    upper = np.triu_indices(len(keep), k=1)
-    barriers = PairwiseBarriers(sub, epsilon, True, len(upper[0]), len(upper[0]) * n_fractions)
-    single = all_pairs_classes(barriers, epsilon, linkage="single")
-    complete = all_pairs_classes(barriers, epsilon, linkage="complete")
-    stopped = last[upper] > epsilon
-    return {
-        "fitted": int(len(keep)),
-        "pair_tests": int(len(upper[0])),
-        "exact_barrier_evaluations": int(len(upper[0]) * n_fractions),
-        "exact_seconds": float(matrix["seconds"][np.ix_(keep, keep)][upper].sum()),
-        "early_stop_barrier_evaluations": int(stopped.sum() + (~stopped).sum() * n_fractions),
-        "single_classes": int(len(set(single.tolist()))),
-        "complete_classes": int(len(set(complete.tolist()))),
-        "single": single.tolist(),
-        "complete": complete.tolist(),
-        "index": matrix["index"][keep].tolist(),
-    }
-
-
-def run_all_pairs_early(trajectories: TrajectorySet, n: int, epsilon: float) -> dict:
-    """Time the early-stopping all-pairs mode directly on the fitted runs of the first n."""
-    index = np.flatnonzero(fitted_mask(trajectories, n))
-    tester = make_tester(trajectories, epsilon)
-    started = time.perf_counter()
-    barriers = pairwise_barriers([trajectories.runs[i].waypoints for i in index], tester)
-    return {
-        "seconds": time.perf_counter() - started,
-        "pair_tests": barriers.pair_tests,
-        "barrier_evaluations": barriers.barrier_evaluations,
-    }
-
-
-def agreement(fast: dict, all_pairs: dict) -> dict:
-    """Adjusted Rand index of the fast classes against both all-pairs linkages (fitted only)."""
-    fast_labels = [fast["labels"][i] for i in all_pairs["index"]]
-    if any(label is None for label in fast_labels):
-        raise RuntimeError("a fitted trajectory has no class in the fast mode")
-    return {
-        "ari_single": float(adjusted_rand_score(all_pairs["single"], fast_labels)),
-        "ari_complete": float(adjusted_rand_score(all_pairs["complete"], fast_labels)),
-    }
-
-
 def strategy_timing(trajectories: TrajectorySet, pairs: int = 20) -> dict:
     """Time ``pairs`` exact pair tests with the loop and with vmap, interleaved."""
     runs = trajectories.runs
@@ -262,84 +264,93 @@ def benchmark_dataset(
     dataset: str,
     sizes: tuple[int, ...],
     epsilon: float,
-    direct_all_pairs: int,
-    max_candidates: int = MAX_CANDIDATES,
-    confirm_merges: bool = True,
+    settings: list[Setting],
+    *,
+    float16: bool = False,
+    timing: bool = False,
 ) -> dict:
     trajectories = load_trajectories(dataset, max(sizes))
-    n_parameters = int(trajectories.runs[0].waypoints[0.0].numel())
-    n_fractions = len(trajectories.runs[0].waypoints)
-    matrix = exact_matrix(trajectories)
     result: dict = {
         "dataset": dataset,
-        "n_parameters": n_parameters,
+        "n_parameters": int(trajectories.runs[0].waypoints[0.0].numel()),
         "fit_loss": FIT_LOSS[dataset],
         "epsilon": epsilon,
-        "max_candidates": max_candidates,
-        "confirm_merges": confirm_merges,
-        "exact_matrix_seconds": float(np.triu(matrix["seconds"], k=1).sum()),
-        "strategy_timing": strategy_timing(trajectories),
+        "settings": [asdict(s) for s in settings],
         "sizes": [],
     }
-    _logger.info("%s strategies: %s", dataset, result["strategy_timing"])
-    for n in sizes:
-        fast = run_fast(
-            trajectories,
-            n,
-            epsilon,
-            max_candidates=max_candidates,
-            confirm_merges=confirm_merges,
+    if timing:
+        result["strategy_timing"] = strategy_timing(trajectories)
+    all_pairs = place_runs(trajectories, sizes, epsilon, None)
+    _logger.info("%s all-pairs: %s", dataset, _brief(all_pairs[max(sizes)]))
+    fast = {}
+    for setting in settings:
+        fast[setting.name] = place_runs(trajectories, sizes, epsilon, setting)
+        _logger.info("%s %s: %s", dataset, setting.name, _brief(fast[setting.name][max(sizes)]))
+    half = None
+    if float16:
+        half = place_runs(
+            trajectories, (max(sizes),), epsilon, settings[0], waypoint_dtype="float16"
         )
-        all_pairs = all_pairs_at(matrix, n, epsilon, n_fractions)
+    for n in sizes:
+        index = np.flatnonzero(fitted_mask(trajectories, n))
         n_pairs = n * (n - 1) // 2
-        entry = {
+        reference = fitted_labels(all_pairs[n], index)
+        check = matrix_check(trajectories, n, epsilon, all_pairs[n])
+        entry: dict = {
             "n": n,
             "n_pairs": n_pairs,
-            "fast": fast,
-            "all_pairs": all_pairs,
-            "fast_fraction_of_pairs": fast["pair_tests"] / n_pairs,
-            "fast_final_fraction_of_pairs": fast["final_pair_tests"] / n_pairs,
-            "fast_over_exact_all_pairs_seconds": fast["seconds"] / all_pairs["exact_seconds"],
-            **agreement(fast, all_pairs),
+            "fitted": int(len(index)),
+            "fitted_pairs": int(len(index) * (len(index) - 1) // 2),
+            "all_pairs": {
+                **all_pairs[n],
+                "fraction_of_pairs": all_pairs[n]["pair_tests"] / n_pairs,
+            },
+            **{k: v for k, v in check.items() if k != "matrix_complete"},
+            "settings": {},
         }
-        if n <= direct_all_pairs:
-            early = run_all_pairs_early(trajectories, n, epsilon)
-            entry["all_pairs_early_stop"] = early
-            entry["fast_over_early_stop_seconds"] = fast["seconds"] / early["seconds"]
-        if n == max(sizes):
-            half = run_fast(
-                trajectories,
-                n,
-                epsilon,
-                max_candidates=max_candidates,
-                confirm_merges=confirm_merges,
-                waypoint_dtype="float16",
-            )
-            entry["fast_float16"] = {
-                key: half[key] for key in ("seconds", "pair_tests", "classes", "merges")
+        for name, snapshots in fast.items():
+            snapshot = snapshots[n]
+            labels = fitted_labels(snapshot, index)
+            entry["settings"][name] = {
+                **snapshot,
+                "fraction_of_pairs": snapshot["pair_tests"] / n_pairs,
+                "final_fraction_of_pairs": snapshot["final_pair_tests"] / n_pairs,
+                "seconds_over_all_pairs": snapshot["seconds"] / all_pairs[n]["seconds"],
+                "ari": float(adjusted_rand_score(reference, labels)),
             }
-            entry["ari_float16_vs_float32"] = float(
-                adjusted_rand_score(
-                    [fast["labels"][i] for i in all_pairs["index"]],
-                    [half["labels"][i] for i in all_pairs["index"]],
+            if "matrix_complete" in check:
+                entry["settings"][name]["ari_complete"] = float(
+                    adjusted_rand_score(check["matrix_complete"], labels)
                 )
-            )
+        if half is not None and n == max(sizes):
+            first = settings[0].name
+            entry["float16"] = {
+                "setting": first,
+                "pair_tests": half[n]["pair_tests"],
+                "classes": half[n]["classes"],
+                "ari_vs_float32": float(
+                    adjusted_rand_score(
+                        fitted_labels(fast[first][n], index), fitted_labels(half[n], index)
+                    )
+                ),
+            }
         result["sizes"].append(entry)
-        _logger.info(
-            "%s N=%d: fast %d pair tests (%.1f%% of pairs; final only %.1f%%), %.1f s; "
-            "exact all-pairs %d pairs, %.1f s; ARI single %.3f complete %.3f",
-            dataset,
-            n,
-            fast["pair_tests"],
-            100 * entry["fast_fraction_of_pairs"],
-            100 * entry["fast_final_fraction_of_pairs"],
-            fast["seconds"],
-            all_pairs["pair_tests"],
-            all_pairs["exact_seconds"],
-            entry["ari_single"],
-            entry["ari_complete"],
-        )
+        for name, measured in entry["settings"].items():
+            _logger.info(
+                "%s N=%d %s: %.1f%% of pairs (final %.1f%%), ARI %.3f; all-pairs %.1f%%",
+                dataset,
+                n,
+                name,
+                100 * measured["fraction_of_pairs"],
+                100 * measured["final_fraction_of_pairs"],
+                measured["ari"],
+                100 * entry["all_pairs"]["fraction_of_pairs"],
+            )
     return result
+
+
+def _brief(snapshot: dict) -> dict:
+    return {k: snapshot[k] for k in ("seconds", "pair_tests", "classes", "merges")}
 
 
 def machine() -> dict:
@@ -364,42 +375,43 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=EPSILON, help="loss units (nats)")
     parser.add_argument("--output", type=Path, default=RESULTS / "homotopy_scaling.json")
     parser.add_argument(
-        "--direct-all-pairs",
-        type=int,
-        default=50,
-        help="largest N at which the early-stopping all-pairs mode is also timed directly",
+        "--settings",
+        nargs="+",
+        choices=sorted(SETTINGS),
+        default=list(SETTINGS),
+        help="representative-mode settings to measure, the first also in float16",
     )
     parser.add_argument(
-        "--matrix-only", action="store_true", help="only compute and cache the exact matrices"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--max-candidates", type=int, default=MAX_CANDIDATES, help="representatives per search"
-    )
-    parser.add_argument(
-        "--no-confirm-merges",
+        "--matrix-only",
         action="store_true",
-        help="merge two classes on a linking trial alone, without testing their founders",
+        help="only compute and cache the exact barrier matrices (slow: about 20 min each)",
     )
+    parser.add_argument(
+        "--float16", action="store_true", help="also run the first setting with float16 waypoints"
+    )
+    parser.add_argument(
+        "--strategy-timing", action="store_true", help="also time the loop and vmap barriers"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.matrix_only:
         for dataset in args.datasets:
             exact_matrix(load_trajectories(dataset))
         return
+    settings = [SETTINGS[name] for name in args.settings]
     document = {"machine": machine(), "results": []}
     for dataset in args.datasets:
         document["results"].append(
             benchmark_dataset(
                 dataset,
-                tuple(args.sizes),
+                tuple(sorted(args.sizes)),
                 args.epsilon,
-                args.direct_all_pairs,
-                args.max_candidates,
-                not args.no_confirm_merges,
+                settings,
+                float16=args.float16,
+                timing=args.strategy_timing,
             )
         )
     document["machine"]["load_average_end"] = os.getloadavg()

@@ -3,10 +3,11 @@
 Claim measured: runs whose trajectories are homotopic reach test accuracy within 0.5% of
 each other, while non-homotopic runs differ by more than 3% (arXiv 2510.04376). For each
 data set and epsilon, the fitted runs of the cached trajectories
-(``homotopy_trajectories.py``, N = 200) are grouped three ways: the fast mode
-(``ClassRegistry``, as the tracker places trials, prefix decisions included), and the
-all-pairs classes with single and with complete linkage from the exact barrier matrix
-that ``homotopy_scaling.py`` caches. For each grouping it reports, in accuracy points:
+(``homotopy_trajectories.py``, N = 200) are grouped by the all-pairs mode (exact single
+linkage, found by union-find) and by the representative mode with each ``--settings``
+entry of ``homotopy_scaling.py``, prefix decisions included. When the exact barrier matrix
+of ``homotopy_scaling.py --matrix-only`` is cached, complete linkage is added. For each
+grouping it reports, in accuracy points:
 
 - within classes of two or more runs: max - min per class (median and max over classes),
   the mean absolute pairwise difference, and the share of pairs within 0.5 points;
@@ -14,9 +15,13 @@ that ``homotopy_scaling.py`` caches. For each grouping it reports, in accuracy p
   classes, the share of those pairs more than 3 points apart, and the max - min of the
   class mean accuracies.
 
+Each epsilon's ``"fast"`` entry repeats the grouping of the first setting, the library's
+default. With ``--from-scaling PATH`` no barrier is computed: the classes at the largest N of a
+``homotopy_scaling.py`` result (one epsilon) are read from it.
+
 Results go to ``benchmarks/results/homotopy_spread.json``.
 
-Usage: ``python benchmarks/homotopy_spread.py`` (after ``homotopy_scaling.py``).
+Usage: ``python benchmarks/homotopy_spread.py --epsilons 0.01 0.02 0.05 0.1``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from homotopy_scaling import FIT_LOSS, MAX_CANDIDATES, exact_matrix, machine, run_fast
+import torch
+from homotopy_scaling import (
+    CACHE,
+    FIT_LOSS,
+    SETTINGS,
+    Setting,
+    exact_matrix,
+    fitted_labels,
+    fitted_mask,
+    machine,
+    place_runs,
+)
 from homotopy_trajectories import load_trajectories
+from sklearn.metrics import adjusted_rand_score
 
 from topselect.homotopy import PairwiseBarriers, all_pairs_classes
 
@@ -79,70 +96,112 @@ def spread(labels: list, accuracy: np.ndarray) -> dict:
 
 
 def benchmark_dataset(
-    dataset: str,
-    epsilons: tuple[float, ...],
-    n: int,
-    max_candidates: int = MAX_CANDIDATES,
-    confirm_merges: bool = True,
+    dataset: str, epsilons: tuple[float, ...], n: int, settings: list[Setting]
 ) -> dict:
     trajectories = load_trajectories(dataset, n)
-    matrix = exact_matrix(load_trajectories(dataset))
-    keep = np.flatnonzero(matrix["index"] < n)
-    index = matrix["index"][keep]
-    sub = matrix["barriers"][np.ix_(keep, keep)]
+    index = np.flatnonzero(fitted_mask(trajectories, n))
     accuracy = np.array([trajectories.runs[i].test_accuracy for i in index])
-    upper = sub[np.triu_indices(len(keep), k=1)]
-    result: dict = {
-        "dataset": dataset,
+    result = _dataset_header(trajectories, n, index, accuracy)
+    result["settings"] = [s.name for s in settings]
+    for epsilon in epsilons:
+        started = time.perf_counter()
+        all_pairs = place_runs(trajectories, (n,), epsilon, None)[n]
+        reference = fitted_labels(all_pairs, index)
+        entry: dict = {
+            "epsilon": epsilon,
+            "all_pairs_seconds": time.perf_counter() - started,
+            "all_pairs_pair_tests": all_pairs["pair_tests"],
+            "groupings": {"all-pairs single": spread(reference, accuracy)},
+        }
+        for setting in settings:
+            started = time.perf_counter()
+            fast = place_runs(trajectories, (n,), epsilon, setting)[n]
+            labels = fitted_labels(fast, index)
+            entry["groupings"][setting.name] = {
+                **spread(labels, accuracy),
+                "seconds": time.perf_counter() - started,
+                "pair_tests": fast["pair_tests"],
+                "ari_vs_all_pairs": float(adjusted_rand_score(reference, labels)),
+            }
+        # Readers of the earlier layout (benchmarks/suite/homotopy.py) take "fast" as
+        # the default mode, which is the first setting.
+        entry["fast"] = entry["groupings"][settings[0].name]
+        complete = _complete_linkage(trajectories, n, epsilon)
+        if complete is not None:
+            entry["groupings"]["all-pairs complete"] = spread(complete, accuracy)
+        result["epsilons"].append(entry)
+        _log(dataset, entry)
+    return result
+
+
+def from_scaling(path: Path) -> list[dict]:
+    """Spread of the classes stored in a ``homotopy_scaling.py`` result, at its largest N."""
+    document = json.loads(path.read_text())
+    results = []
+    for measured in document["results"]:
+        entry_n = measured["sizes"][-1]
+        n = entry_n["n"]
+        trajectories = load_trajectories(measured["dataset"], n)
+        index = np.flatnonzero(fitted_mask(trajectories, n))
+        accuracy = np.array([trajectories.runs[i].test_accuracy for i in index])
+        result = _dataset_header(trajectories, n, index, accuracy)
+        groupings = {
+            "all-pairs single": spread(fitted_labels(entry_n["all_pairs"], index), accuracy)
+        }
+        for name, snapshot in entry_n["settings"].items():
+            groupings[name] = {
+                **spread(fitted_labels(snapshot, index), accuracy),
+                "pair_tests": snapshot["pair_tests"],
+                "ari_vs_all_pairs": snapshot["ari"],
+            }
+        default = next(iter(SETTINGS))
+        if default not in entry_n["settings"]:
+            default = next(iter(entry_n["settings"]))
+        entry = {
+            "epsilon": measured["epsilon"],
+            "groupings": groupings,
+            "fast": groupings[default],
+        }
+        result["epsilons"].append(entry)
+        _log(measured["dataset"], entry)
+        results.append(result)
+    return results
+
+
+def _dataset_header(trajectories, n: int, index: np.ndarray, accuracy: np.ndarray) -> dict:
+    return {
+        "dataset": trajectories.dataset,
         "n": n,
         "fitted": int(len(index)),
-        "fit_loss": FIT_LOSS[dataset],
-        "max_candidates": max_candidates,
-        "confirm_merges": confirm_merges,
+        "fit_loss": FIT_LOSS[trajectories.dataset],
         "test_examples": int(len(trajectories.data.y_test)),
         "accuracy_points": {
             "min": float(100 * accuracy.min()),
             "max": float(100 * accuracy.max()),
             "mean_pairwise": spread([0] * len(index), accuracy)["within_mean_pairwise"],
         },
-        "barrier_quantiles": {
-            str(q): float(np.quantile(upper, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)
-        },
         "epsilons": [],
     }
-    for epsilon in epsilons:
-        barriers = PairwiseBarriers(sub, epsilon, True, 0, 0)
-        single = all_pairs_classes(barriers, epsilon, linkage="single").tolist()
-        complete = all_pairs_classes(barriers, epsilon, linkage="complete").tolist()
-        started = time.perf_counter()
-        fast = run_fast(
-            trajectories,
-            n,
-            epsilon,
-            max_candidates=max_candidates,
-            confirm_merges=confirm_merges,
-        )
-        fast_labels = [fast["labels"][i] for i in index]
-        entry = {
-            "epsilon": epsilon,
-            "fast_seconds": time.perf_counter() - started,
-            "fast_pair_tests": fast["pair_tests"],
-            "fast": spread(fast_labels, accuracy),
-            "all_pairs_single": spread(single, accuracy),
-            "all_pairs_complete": spread(complete, accuracy),
-        }
-        result["epsilons"].append(entry)
+
+
+def _complete_linkage(trajectories, n: int, epsilon: float) -> list | None:
+    if not (CACHE / f"{trajectories.dataset}-exact.npz").exists():
+        return None
+    matrix = exact_matrix(trajectories)
+    keep = np.flatnonzero(matrix["index"] < n)
+    barriers = PairwiseBarriers(matrix["barriers"][np.ix_(keep, keep)], epsilon, True, 0, 0)
+    return all_pairs_classes(barriers, epsilon, linkage="complete").tolist()
+
+
+def _log(dataset: str, entry: dict) -> None:
+    for name, measured in entry["groupings"].items():
         _logger.info(
-            "%s eps=%g: fast %s | complete %s",
+            "%s eps=%g %s: %s",
             dataset,
-            epsilon,
-            {k: entry["fast"][k] for k in ("classes", "within_range_max", "across_mean_pairwise")},
-            {
-                k: entry["all_pairs_complete"][k]
-                for k in ("classes", "within_range_max", "across_mean_pairwise")
-            },
+            entry["epsilon"],
+            name,
+            {k: measured[k] for k in ("classes", "within_range_max", "across_mean_pairwise")},
         )
-    return result
 
 
 def main() -> None:
@@ -152,28 +211,32 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--output", type=Path, default=RESULTS / "homotopy_spread.json")
     parser.add_argument(
-        "--max-candidates", type=int, default=MAX_CANDIDATES, help="representatives per search"
+        "--settings",
+        nargs="+",
+        choices=sorted(SETTINGS),
+        default=[next(iter(SETTINGS))],
+        help="representative-mode settings of homotopy_scaling.py to group by",
     )
     parser.add_argument(
-        "--no-confirm-merges",
-        action="store_true",
-        help="merge two classes on a linking trial alone, without testing their founders",
+        "--from-scaling",
+        type=Path,
+        default=None,
+        help="read the classes from this homotopy_scaling.py result instead",
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    document = {
-        "machine": machine(),
-        "results": [
-            benchmark_dataset(
-                dataset,
-                tuple(args.epsilons),
-                args.runs,
-                args.max_candidates,
-                not args.no_confirm_merges,
-            )
+    document: dict = {"machine": machine()}
+    if args.from_scaling is not None:
+        document["from_scaling"] = str(args.from_scaling)
+        document["results"] = from_scaling(args.from_scaling)
+    else:
+        settings = [SETTINGS[name] for name in args.settings]
+        document["results"] = [
+            benchmark_dataset(dataset, tuple(args.epsilons), args.runs, settings)
             for dataset in args.datasets
-        ],
-    }
+        ]
     document["machine"]["load_average_end"] = os.getloadavg()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=1))

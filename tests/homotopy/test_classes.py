@@ -24,6 +24,7 @@ from topselect.homotopy import (
     assign_class,
     resolve_classes,
 )
+from topselect.homotopy._classes import _by_sketch_distance
 
 
 def _registry(*testers: HomotopyTester, **options) -> ClassRegistry:
@@ -253,7 +254,12 @@ def test_linking_run_merges_two_classes(small_lr_runs) -> None:
     stored = {"c0": first, "c1": second}
 
     decision = assign_class(
-        linking.waypoints, linking.sketches, reps, _loader(stored), make_tester()
+        linking.waypoints,
+        linking.sketches,
+        reps,
+        _loader(stored),
+        make_tester(),
+        confirm_merges=True,
     )
 
     assert set(decision.witnessed) == {"c0", "c1"}
@@ -271,8 +277,12 @@ def test_merge_check_cached_per_tester(small_lr_runs) -> None:
     tester = make_tester()
     loader = _loader({"c0": first, "c1": second})
 
-    once = assign_class(linking.waypoints, linking.sketches, reps, loader, tester)
-    again = assign_class(linking.waypoints, linking.sketches, reps, loader, tester)
+    once = assign_class(
+        linking.waypoints, linking.sketches, reps, loader, tester, confirm_merges=True
+    )
+    again = assign_class(
+        linking.waypoints, linking.sketches, reps, loader, tester, confirm_merges=True
+    )
 
     assert once.pair_tests == 3
     assert again.pair_tests == 2  # The representatives' test is not repeated.
@@ -314,6 +324,91 @@ def test_merge_confirmation_blocks_chaining(large_lr_runs, confirm) -> None:
     assert decision.merges == (() if confirm else ((decision.class_id, _other(decision)),))
 
 
+def test_linking_run_merges_without_confirmation_by_default(small_lr_runs) -> None:
+    first, second, linking = small_lr_runs
+    reps = [_representative("c0", 0, first), _representative("c1", 1, second)]
+
+    decision = assign_class(
+        linking.waypoints,
+        linking.sketches,
+        reps,
+        _loader({"c0": first, "c1": second}),
+        make_tester(),
+    )
+
+    assert set(decision.witnessed) == {"c0", "c1"}
+    assert len(decision.merges) == 1
+    assert set(decision.merges[0]) == {"c0", "c1"}
+    assert decision.pair_tests == 2  # No test between the representatives.
+
+
+def test_merged_class_tested_once(small_lr_runs) -> None:
+    first, second, linking = small_lr_runs
+    reps = [_representative("c0", 0, first), _representative("c1", 1, second)]
+    loader = _loader({"c0": first, "c1": second})
+
+    decision = assign_class(
+        linking.waypoints,
+        linking.sketches,
+        reps,
+        loader,
+        make_tester(),
+        components={"c0": "c0", "c1": "c0"},
+    )
+
+    assert decision.pair_tests == 1
+    assert len(decision.witnessed) == 1
+    assert decision.merges == ()
+    assert list(decision.barriers) == [decision.class_id]
+
+
+def test_skipped_member_not_counted_as_candidate(small_lr_runs) -> None:
+    first, second, linking = small_lr_runs
+    stranger = permuted_copy(first, seed=5, noise=1e-3)
+    reps = [
+        _representative("c0", 0, first),
+        _representative("c1", 1, second),
+        _representative("c2", 2, stranger),
+    ]
+    loader = _loader({"c0": first, "c1": second, "c2": stranger})
+    components = {"c0": "c0", "c1": "c0", "c2": "c2"}
+
+    decision = assign_class(
+        linking.waypoints,
+        linking.sketches,
+        reps,
+        loader,
+        make_tester(),
+        max_candidates=2,
+        components=components,
+    )
+
+    # The stranger is the farthest sketch. It is reached because the second member of
+    # the class already joined is skipped without using up a candidate.
+    assert _by_sketch_distance(reps, linking.sketches)[-1].class_id == "c2"
+    assert decision.pair_tests == 2
+    assert set(decision.barriers) == {decision.class_id, "c2"}
+    assert decision.barriers["c2"] > EPSILON
+    assert decision.class_id in ("c0", "c1")
+
+
+@pytest.mark.parametrize(("prefix_candidates", "tests"), [(1, 1), (3, 2)])
+def test_registry_prefix_candidates_limit_prefix_search(
+    small_lr_runs, prefix_candidates, tests
+) -> None:
+    registry = _registry(make_tester(), prefix_candidates=prefix_candidates)
+    for number, seed in enumerate((3, 9)):
+        stranger = permuted_copy(small_lr_runs[0], seed=seed, noise=1e-3)
+        _place(registry, number, stranger, fitted=True)
+    prefix = small_lr_runs[1].prefix(0.75)
+
+    decision = _place(registry, 2, prefix, final=False, fitted=False)
+
+    assert [r.trial_number for r in registry.representatives] == [0, 1]
+    assert decision.class_id is None
+    assert decision.pair_tests == tests
+
+
 def _other(decision: ClassDecision) -> str:
     return next(c for c in decision.witnessed if c != decision.class_id)
 
@@ -326,7 +421,13 @@ def test_registry_all_pairs_links_everything_witnessed(small_lr_runs) -> None:
 
     assert registry.labels() == {0: "c0", 1: "c0", 2: "c0"}
     assert [r.trial_number for r in registry.representatives] == [0, 1, 2]
-    assert len(registry.merges) == 3  # 1-0, 2-0 and 2-1.
+    # Run 2 is witnessed against one member of the class that c0 and c1 already form,
+    # and the other member is skipped untested: merges 1-0 and 2-(0 or 1).
+    assert len(registry.merges) == 2
+    assert registry.merges[0] == ("c1", "c0")
+    assert registry.merges[1][0] == "c2"
+    assert registry.merges[1][1] in ("c0", "c1")
+    assert registry.testers[small_lr_runs[0].architecture].pair_tests == 2
 
 
 @pytest.mark.parametrize(
@@ -334,6 +435,7 @@ def test_registry_all_pairs_links_everything_witnessed(small_lr_runs) -> None:
     [
         ({"mode": "pairs"}, "mode must be 'representatives' or 'all_pairs'"),
         ({"max_candidates": 0}, "max_candidates must be >= 1, but got 0"),
+        ({"prefix_candidates": 0}, "prefix_candidates must be >= 1, but got 0"),
     ],
 )
 def test_registry_invalid_options(options, pattern) -> None:

@@ -28,7 +28,7 @@ from _trajectories import (
 from optuna.trial import TrialState
 
 import topselect
-from topselect.homotopy import LocalWaypointStore, assign_class
+from topselect.homotopy import ClassRegistry, LocalWaypointStore, assign_class
 from topselect.search import study_classes
 from topselect.search._classes import previous_decision, representatives_from_trials
 
@@ -208,8 +208,41 @@ def test_study_all_pairs_mode(tmp_path: Path) -> None:
     trials = study.trials
     assert all(t.user_attrs[REPRESENTATIVE] for t in trials)
     assert [t.user_attrs[CLASS_ID] for t in trials] == ["c0", "c1", "c2"]
-    assert trials[2].user_attrs[CLASS_MERGES] == [["c2", "c0"], ["c2", "c1"]]
+    assert trials[1].user_attrs[CLASS_MERGES] == [["c1", "c0"]]
+    # c0 and c1 are one class by then, so trial 2 is tested against one of them only.
+    merges = trials[2].user_attrs[CLASS_MERGES]
+    assert len(merges) == 1
+    assert merges[0][0] == "c2"
+    assert merges[0][1] in ("c0", "c1")
     assert study_classes(study) == {0: "c0", 1: "c0", 2: "c0"}
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"prefix_candidates": 0}, "prefix_candidates must be >= 1, but got 0"),
+        ({"max_candidates": 0}, "max_candidates must be >= 1, but got 0"),
+    ],
+)
+def test_tracker_config_invalid_candidates(options, pattern) -> None:
+    with pytest.raises(topselect.InvalidInputError, match=pattern):
+        _config(**options)
+
+
+def test_tracker_config_class_defaults_match_registry() -> None:
+    config = topselect.TrackerConfig()
+    registry = ClassRegistry({})
+
+    assert config.max_candidates == registry.max_candidates
+    assert config.prefix_candidates == registry.prefix_candidates
+    assert config.confirm_merges == registry.confirm_merges
+
+
+def test_tracker_config_candidates_in_params() -> None:
+    params = _config(max_candidates=7, prefix_candidates=2).to_params()
+
+    assert params["max_candidates"] == 7
+    assert params["prefix_candidates"] == 2
 
 
 def test_study_float16_waypoints_half_size(tmp_path: Path) -> None:

@@ -1,6 +1,12 @@
 """Loss barriers, homotopy classes of training trajectories, and waypoint storage."""
 
-from topselect.homotopy._all_pairs import PairwiseBarriers, all_pairs_classes, pairwise_barriers
+from topselect.homotopy._all_pairs import (
+    LinkedClasses,
+    PairwiseBarriers,
+    all_pairs_classes,
+    pairwise_barriers,
+    single_linkage_classes,
+)
 from topselect.homotopy._barrier import (
     BarrierResult,
     BarrierStrategy,
@@ -34,6 +40,7 @@ __all__ = [
     "ClassMode",
     "ClassRegistry",
     "HomotopyTester",
+    "LinkedClasses",
     "LocalWaypointStore",
     "MlflowWaypointStore",
     "PairwiseBarriers",
@@ -51,5 +58,6 @@ __all__ = [
     "loss_barrier",
     "pairwise_barriers",
     "resolve_classes",
+    "single_linkage_classes",
     "witness_homotopy",
 ]

@@ -1,9 +1,9 @@
-"""Exact homotopy classes from every pair of trajectories (O(N^2) pair tests)."""
+"""Exact homotopy classes from pairs of trajectories: the full matrix or union-find."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,7 +13,13 @@ from numpy.typing import NDArray
 from topselect.exceptions import InvalidInputError
 from topselect.homotopy._classes import HomotopyTester, Waypoints
 
-__all__ = ["PairwiseBarriers", "all_pairs_classes", "pairwise_barriers"]
+__all__ = [
+    "LinkedClasses",
+    "PairwiseBarriers",
+    "all_pairs_classes",
+    "pairwise_barriers",
+    "single_linkage_classes",
+]
 
 
 @dataclass(frozen=True)
@@ -147,3 +153,93 @@ def _complete(matrix: NDArray[np.float64], epsilon: float) -> NDArray[np.int64]:
     tree = linkage(squareform(shifted, checks=False), method="complete")
     groups = fcluster(tree, t=epsilon - low, criterion="distance")
     return np.asarray(groups, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LinkedClasses:
+    """Single-linkage classes found by union-find, with the pair tests they took.
+
+    Attributes:
+        labels: ``(N,)`` class of each trajectory, labelled by the index of its first
+            member; -1 for trajectories that were not eligible.
+        epsilon: The tester's epsilon.
+        pair_tests: Pairs tested; at most ``M (M - 1) / 2`` for ``M`` eligible ones.
+        barrier_evaluations: Segments evaluated.
+    """
+
+    labels: NDArray[np.int64]
+    epsilon: float
+    pair_tests: int
+    barrier_evaluations: int
+
+
+def single_linkage_classes(
+    trajectories: Sequence[Waypoints],
+    tester: HomotopyTester,
+    *,
+    eligible: Sequence[bool] | None = None,
+) -> LinkedClasses:
+    """Group trajectories into the connected components of their witnessed pairs.
+
+    The result equals ``all_pairs_classes(pairwise_barriers(...), linkage="single")``
+    without testing every pair. Trajectories are added in order, and each is tested
+    against the members of every earlier component until one member is witnessed (the
+    components it links then merge) or none is. A pair inside a component that the new
+    trajectory already joined is never tested, because its result cannot change the
+    components. Pair tests stop early at the first fraction over epsilon.
+
+    Args:
+        trajectories: Waypoints of each trajectory by progress fraction.
+        tester: Pair tester of their architecture.
+        eligible: Which trajectories get a class (e.g. fitted runs); others get -1 and
+            are never tested.
+
+    Raises:
+        InvalidInputError: When ``eligible`` has another length than ``trajectories``.
+    """
+    n = len(trajectories)
+    keep = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    if keep.shape != (n,):
+        raise InvalidInputError(f"eligible must have {n} entries, but got {keep.shape}.")
+    pairs_before = tester.pair_tests
+    evaluations_before = tester.barrier_evaluations
+
+    def witnessed(i: int, j: int) -> bool:
+        return tester.witness(trajectories[i], trajectories[j]).witnessed
+
+    labels = _linked_components(keep, witnessed)
+    return LinkedClasses(
+        labels=labels,
+        epsilon=tester.epsilon,
+        pair_tests=tester.pair_tests - pairs_before,
+        barrier_evaluations=tester.barrier_evaluations - evaluations_before,
+    )
+
+
+def _linked_components(
+    eligible: NDArray[np.bool_], witnessed: Callable[[int, int], bool]
+) -> NDArray[np.int64]:
+    """Label the connected components of ``witnessed`` over the eligible indices.
+
+    ``witnessed(i, j)`` is called with ``j < i`` only, and never for a ``j`` in a
+    component that ``i`` has already joined.
+
+    Returns:
+        ``(N,)`` labels, each component labelled by its lowest index; -1 where not
+        eligible.
+    """
+    components: list[list[int]] = []
+    for i in np.flatnonzero(eligible).tolist():
+        joined: list[int] = [i]
+        next_components: list[list[int]] = []
+        for members in components:
+            if any(witnessed(i, j) for j in members):
+                joined.extend(members)
+            else:
+                next_components.append(members)
+        next_components.append(sorted(joined))
+        components = next_components
+    labels = np.full(len(eligible), -1, dtype=np.int64)
+    for members in components:
+        labels[members] = members[0]
+    return labels

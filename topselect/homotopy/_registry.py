@@ -9,6 +9,9 @@ from typing import Literal
 
 from topselect.exceptions import InvalidInputError
 from topselect.homotopy._classes import (
+    DEFAULT_CONFIRM_MERGES,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_PREFIX_CANDIDATES,
     ClassDecision,
     HomotopyTester,
     Representative,
@@ -21,8 +24,11 @@ from topselect.homotopy._store import WaypointDtype, decode_waypoints, encode_wa
 __all__ = ["ClassMode", "ClassRegistry", "resolve_classes"]
 
 #: ``"representatives"``: membership against one founder per class (O(N*C) pair tests).
-#: ``"all_pairs"``: every fitted trial is compared with every earlier one and classes are
-#: the connected components of the witnessed pairs (O(N^2), exact).
+#: ``"all_pairs"``: every fitted trial is stored, and classes are the connected components
+#: of the witnessed pairs (exact single linkage). A new trial is tested against earlier
+#: ones until it is witnessed against one member of each class it links to, so members of
+#: a class it already joined are skipped. That is at most N(N-1)/2 pair tests, and far
+#: fewer when classes are large.
 ClassMode = Literal["representatives", "all_pairs"]
 
 
@@ -87,7 +93,10 @@ class ClassRegistry:
     Attributes:
         testers: One :class:`HomotopyTester` per architecture signature.
         mode: See :data:`ClassMode`.
-        max_candidates: Representatives tested per search in ``"representatives"`` mode.
+        max_candidates: Representatives tested per final search in ``"representatives"``
+            mode.
+        prefix_candidates: Representatives tested per search on a prefix (a running
+            trajectory), in both modes.
         confirm_merges: Whether a merge needs the two representatives witnessed directly.
         waypoint_dtype: Precision in which founders' waypoints are kept. ``"float16"``
             rounds them as a float16 waypoint store would.
@@ -97,8 +106,9 @@ class ClassRegistry:
 
     testers: Mapping[str, HomotopyTester]
     mode: ClassMode = "representatives"
-    max_candidates: int = 3
-    confirm_merges: bool = True
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
+    prefix_candidates: int = DEFAULT_PREFIX_CANDIDATES
+    confirm_merges: bool = DEFAULT_CONFIRM_MERGES
     waypoint_dtype: WaypointDtype = "float32"
     representatives: list[Representative] = field(default_factory=list)
     merges: list[tuple[str, str]] = field(default_factory=list)
@@ -112,6 +122,10 @@ class ClassRegistry:
             )
         if self.max_candidates < 1:
             raise InvalidInputError(f"max_candidates must be >= 1, but got {self.max_candidates}.")
+        if self.prefix_candidates < 1:
+            raise InvalidInputError(
+                f"prefix_candidates must be >= 1, but got {self.prefix_candidates}."
+            )
 
     def place(
         self,
@@ -154,16 +168,21 @@ class ClassRegistry:
             return ClassDecision(None)
         reps = [r for r in self.representatives if r.architecture == architecture]
         all_pairs = self.mode == "all_pairs" and final
+        if all_pairs:
+            candidates = max(len(reps), 1)
+        else:
+            candidates = self.max_candidates if final else self.prefix_candidates
         decision = assign_class(
             waypoints,
             sketches,
             reps,
             self._waypoints.__getitem__,
             tester,
-            max_candidates=max(len(reps), 1) if all_pairs else self.max_candidates,
+            max_candidates=candidates,
             final=final,
             previous=previous,
             confirm_merges=self.confirm_merges and not all_pairs,
+            components=self._components(),
         )
         class_id = decision.class_id
         if final and (class_id is None or all_pairs):
@@ -179,13 +198,16 @@ class ClassRegistry:
 
     def labels(self) -> dict[int, str | None]:
         """Return each placed trial's class id after merges (``None`` when it has none)."""
-        resolved = resolve_classes(
-            {r.class_id: r.trial_number for r in self.representatives}, self.merges
-        )
+        resolved = self._components()
         return {
             number: None if trial.class_id is None else resolved.get(trial.class_id)
             for number, trial in sorted(self._trials.items())
         }
+
+    def _components(self) -> dict[str, str]:
+        return resolve_classes(
+            {r.class_id: r.trial_number for r in self.representatives}, self.merges
+        )
 
     def _found(
         self, trial_number: int, waypoints: Waypoints, sketches: Sketches, architecture: str

@@ -17,6 +17,7 @@ from topselect.homotopy import ClassDecision, Representative, resolve_classes
 from topselect.search import _attrs, _optuna_compat
 
 __all__ = [
+    "class_components",
     "previous_decision",
     "representatives_from_trials",
     "resolve_trial_classes",
@@ -71,6 +72,16 @@ def representatives_from_trials(
     return reps
 
 
+def class_components(trials: Iterable[FrozenTrial]) -> dict[str, str]:
+    """Return the merged class id of every class founded or merged in ``trials``.
+
+    Membership searches pass this to ``assign_class``, which then skips representatives
+    of a merged class that the trial already joined.
+    """
+    founders, merges = _founders_and_merges(list(trials))
+    return resolve_classes(founders, merges)
+
+
 def resolve_trial_classes(trials: Iterable[FrozenTrial]) -> dict[int, str | None]:
     """Return each trial's class id after every merge recorded in ``trials``.
 
@@ -81,13 +92,7 @@ def resolve_trial_classes(trials: Iterable[FrozenTrial]) -> dict[int, str | None
     is still running.
     """
     trials = list(trials)
-    founders = {
-        _founded_class(t): t.number for t in trials if t.user_attrs.get(_attrs.REPRESENTATIVE)
-    }
-    merges = [
-        (str(a), str(b)) for t in trials for a, b in t.user_attrs.get(_attrs.CLASS_MERGES) or []
-    ]
-    resolved = resolve_classes(founders, merges)
+    resolved = resolve_classes(*_founders_and_merges(trials))
     out: dict[int, str | None] = {}
     for trial in trials:
         class_id = trial.user_attrs.get(_attrs.CLASS_ID)
@@ -125,6 +130,18 @@ def previous_decision(attrs: Mapping[str, Any]) -> ClassDecision | None:
         if v is not None
     }
     return ClassDecision(class_id=str(class_id), barriers=barriers, fractions=fractions)
+
+
+def _founders_and_merges(
+    trials: list[FrozenTrial],
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    founders = {
+        _founded_class(t): t.number for t in trials if t.user_attrs.get(_attrs.REPRESENTATIVE)
+    }
+    merges = [
+        (str(a), str(b)) for t in trials for a, b in t.user_attrs.get(_attrs.CLASS_MERGES) or []
+    ]
+    return founders, merges
 
 
 def _founded_class(trial: FrozenTrial) -> str:

@@ -24,6 +24,11 @@ from topselect.homotopy import (
     architecture_signature,
     assign_class,
 )
+from topselect.homotopy._classes import (
+    DEFAULT_CONFIRM_MERGES,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_PREFIX_CANDIDATES,
+)
 from topselect.landscape import (
     LandscapeResult,
     LossFn,
@@ -73,17 +78,20 @@ class TrackerConfig:
         fit_loss: A trial is fitted when its final probe-set loss is at most this.
         class_warmup: Progress from which a running trial is placed in a class, on the
             prefix of its waypoints.
-        max_candidates: Class representatives tested per membership search, nearest
-            sketches first. A final search tests all of them, so that a trial linking
-            two classes merges them.
+        max_candidates: Class representatives tested by the final membership search,
+            nearest sketches first. It tests all of them, so that a trial linking two
+            classes merges them, and skips representatives of a merged class that the
+            trial already joined without counting them.
+        prefix_candidates: Class representatives tested by each membership search on a
+            running trial's prefix; the search stops at the first witnessed one.
         class_mode: ``"representatives"`` (membership against one founder per class) or
-            ``"all_pairs"`` (every fitted trial stored and compared with every earlier
-            one; exact but O(N^2), for small studies and for validation).
+            ``"all_pairs"`` (every fitted trial stored, exact single-linkage classes by
+            union-find; up to N(N-1)/2 pair tests, for small studies and validation).
         confirm_merges: Whether two classes merge only when their representatives are
             also witnessed against each other, not only through the linking trial. With
-            it, classes stay stars around their founders and do not chain; without it
-            (and with about 10 candidates) they approach the all-pairs classes. Both are
-            measured in BENCHMARKS.md.
+            it, classes stay close to stars around their founders, narrower but
+            dependent on trial order; without it (the default) they chain and approach
+            the all-pairs classes. Both are measured in BENCHMARKS.md.
         waypoint_dtype: Precision of stored representative waypoints (``"float16"``
             halves their size).
         basin_levels: Loss increments at which the basin area is reported.
@@ -107,9 +115,10 @@ class TrackerConfig:
     epsilon: float = 0.05
     fit_loss: float = 0.1
     class_warmup: float = 0.5
-    max_candidates: int = 3
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
+    prefix_candidates: int = DEFAULT_PREFIX_CANDIDATES
     class_mode: ClassMode = "representatives"
-    confirm_merges: bool = True
+    confirm_merges: bool = DEFAULT_CONFIRM_MERGES
     waypoint_dtype: WaypointDtype = "float32"
     basin_levels: tuple[float, ...] = DEFAULT_BASIN_LEVELS
     strategy: Literal["auto", "loop", "vmap", "stacked"] = "auto"
@@ -132,6 +141,10 @@ class TrackerConfig:
             )
         if self.max_candidates < 1:
             raise InvalidInputError(f"max_candidates must be >= 1, but got {self.max_candidates}.")
+        if self.prefix_candidates < 1:
+            raise InvalidInputError(
+                f"prefix_candidates must be >= 1, but got {self.prefix_candidates}."
+            )
         if self.class_mode not in ("representatives", "all_pairs"):
             raise InvalidInputError(
                 f"class_mode must be 'representatives' or 'all_pairs', but got "
@@ -167,6 +180,7 @@ class TrackerConfig:
             "fit_loss": self.fit_loss,
             "class_warmup": self.class_warmup,
             "max_candidates": self.max_candidates,
+            "prefix_candidates": self.prefix_candidates,
             "class_mode": self.class_mode,
             "confirm_merges": self.confirm_merges,
             "waypoint_dtype": self.waypoint_dtype,
@@ -541,6 +555,12 @@ class TrialTracker:
             exclude=self.trial.number,
         )
         all_pairs = final and self.config.class_mode == "all_pairs"
+        if all_pairs:
+            candidates = max(len(reps), 1)
+        elif final:
+            candidates = self.config.max_candidates
+        else:
+            candidates = self.config.prefix_candidates
         own_attrs = _optuna_compat.stored_user_attrs(self.trial)
         waypoints = dict(self.recorder.waypoints)
         sketches = {f: self.recorder.sketches[f] for f in waypoints}
@@ -550,10 +570,11 @@ class TrialTracker:
             reps,
             store.load,
             self._homotopy_tester(),
-            max_candidates=max(len(reps), 1) if all_pairs else self.config.max_candidates,
+            max_candidates=candidates,
             final=final,
             previous=_classes.previous_decision(own_attrs),
             confirm_merges=self.config.confirm_merges and not all_pairs,
+            components=_classes.class_components(trials),
         )
         attrs = self._decision_attrs(decision, final, own_attrs)
         if final and (decision.class_id is None or all_pairs):

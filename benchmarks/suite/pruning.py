@@ -77,6 +77,9 @@ def _search(
         trajectory_slice=False,
     )
     study = optuna.create_study(
+        # HyperbandPruner assigns brackets from a hash of the study name, so a generated
+        # name would make its decisions differ between reruns.
+        study_name=f"pruning-{dataset}-{seed}-{pruner_name}",
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=make_pruner(pruner_name, epochs),

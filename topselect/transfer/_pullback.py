@@ -205,7 +205,7 @@ def pullback_transfer(
     is fitted on the cached training features. The layer and head with the best
     validation accuracy are chosen (the first tried among equals). Test accuracy is
     reported for every head but never used to choose. Wall time covers the feature pass
-    over all three sets and every head. The cache holds every layer's features at once:
+    over all three sets and every head. The cache contains every layer's features at once:
     ``4 * (n_train + n_val + n_test) * dim`` bytes per float32 layer.
 
     Args:

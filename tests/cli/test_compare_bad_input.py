@@ -348,3 +348,24 @@ def test_sync_unreachable_keeps_spool(tmp_path: Path) -> None:
     assert "Upload stopped" in result.stderr
     assert spool.keys() == ["0" * 32]
     assert time.monotonic() - started < 10.0
+
+
+# -- tracking URIs MLflow cannot open ------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["compare", "show"])
+def test_unsupported_uri_scheme_one_line(command: str) -> None:
+    result = run(command, "anything", "--tracking-uri", "bogus://x")
+
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "no tracking store for the URI 'bogus://x'" in line
+    assert "sqlite:///" in line
+
+
+def test_unsupported_uri_scheme_api_error() -> None:
+    from topselect.exceptions import TrackingError
+    from topselect.tracking._uri import mlflow_client
+
+    with pytest.raises(TrackingError, match=r"no tracking store for the URI 'htp://host'"):
+        mlflow_client("htp://host")

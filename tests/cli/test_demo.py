@@ -88,6 +88,18 @@ def test_demo_even_grid_size_rejected() -> None:
     ]
 
 
+def test_demo_unknown_storage_scheme_one_line(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    result = CliRunner().invoke(
+        cli, ["demo", "--trials", "1", "--storage", "bogus://x", "--tracking-uri", uri]
+    )
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "the search failed: NoSuchModuleError" in result.output
+
+
 @pytest.mark.slow
 def test_demo_default_settings(demo_directory: Path) -> None:
     result = CliRunner().invoke(cli, ["demo"])

@@ -57,16 +57,18 @@ def check_sqlite_store(path: Path) -> None:
 
 def open_client(tracking_uri: str | None):
     """Return ``(uri, MlflowClient)`` for a read command, checking a sqlite store first."""
-    from mlflow import MlflowClient
-
+    from topselect.exceptions import TrackingError
     from topselect.tracking import resolve_tracking_uri
-    from topselect.tracking._uri import sqlite_path
+    from topselect.tracking._uri import mlflow_client, sqlite_path
 
     uri = resolve_tracking_uri(tracking_uri)
     path = sqlite_path(uri)
     if path is not None:
         check_sqlite_store(path)
-    return uri, MlflowClient(tracking_uri=uri)
+    try:
+        return uri, mlflow_client(uri)
+    except TrackingError as error:
+        raise UserError(str(error)) from None
 
 
 @dataclass

@@ -93,6 +93,7 @@ def demo(trials: int, epochs: int, seed: int, study_name: str, storage: str | No
     ``topselect.rank_trials``.
     """
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     from topselect.cli import UserError
     from topselect.cli._render import render
@@ -125,8 +126,9 @@ def demo(trials: int, epochs: int, seed: int, study_name: str, storage: str | No
         raise UserError(str(error)) from None
     except TrackingError as error:
         raise click.ClickException(str(error)) from None
-    except (ImportError, RuntimeError, ValueError, OSError) as error:
-        # Storage URLs fail in many ways (missing driver, unreachable server, bad URL).
+    except (ImportError, RuntimeError, ValueError, OSError, SQLAlchemyError) as error:
+        # Storage URLs fail in many ways (missing driver, unreachable server, bad URL,
+        # a scheme SQLAlchemy has no dialect for).
         if logging.getLogger("topselect").level <= logging.DEBUG:
             raise
         first_line = (str(error).strip().splitlines() or [""])[0]

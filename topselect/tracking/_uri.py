@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["default_tracking_uri", "enable_sqlite_wal", "resolve_tracking_uri"]
+__all__ = ["default_tracking_uri", "enable_sqlite_wal", "mlflow_client", "resolve_tracking_uri"]
 
 _logger = logging.getLogger(__name__)
 
@@ -55,3 +55,28 @@ def enable_sqlite_wal(uri: str) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
     except sqlite3.Error as error:
         _logger.warning("Could not enable WAL on %s: %s", path, error)
+
+
+def mlflow_client(uri: str):
+    """Return an ``mlflow.MlflowClient`` for ``uri``.
+
+    Raises:
+        TrackingError: When MLflow has no store for the URI's scheme (a typo such as
+            ``sqlite//mlflow.db`` or ``htp://``). MLflow reports that as a model registry
+            error, which does not tell the caller what to fix.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from topselect.exceptions import TrackingError
+
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except MlflowException as error:
+        if "unsupported URI" not in str(error):
+            raise
+        raise TrackingError(
+            f"MLflow has no tracking store for the URI {uri!r}. Use a URI such as "
+            "sqlite:///path/to/mlflow.db, http://127.0.0.1:5000 or "
+            "postgresql://user@host/database."
+        ) from None

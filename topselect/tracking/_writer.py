@@ -145,9 +145,9 @@ class StudyLogger:
     def client(self):
         """The ``mlflow.MlflowClient`` bound to :attr:`tracking_uri` (created on first use)."""
         if self._client is None:
-            from mlflow import MlflowClient
+            from topselect.tracking._uri import mlflow_client
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = mlflow_client(self.tracking_uri)
         return self._client
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -21,6 +22,7 @@ from topselect.transfer import (
     load_model_weights,
     load_state_dict_file,
     log_transfer,
+    pullback_transfer,
     save_model_weights,
 )
 
@@ -147,3 +149,83 @@ def test_log_transfer_unknown_run_raises(
     report = evaluate_transfer(source_model, target, config=fast_config, baselines=["finetune"])
     with pytest.raises(topselect.TrackingError, match="could not log the transfer report"):
         log_transfer(report, "0123456789abcdef", tracking_uri=tracking_uri)
+
+
+def test_missing_weights_suggest_saving(
+    untrained_source: nn.Module, tracking_uri: str, run_id: str
+) -> None:
+    with pytest.raises(topselect.TrackingError) as raised:
+        load_model_weights(untrained_source, run_id, tracking_uri=tracking_uri)
+    message = str(raised.value)
+    assert "save_model_weights" in message
+    assert ".." not in message
+
+
+def test_wrong_artifact_path_lists_files(
+    source_model: nn.Module, untrained_source: nn.Module, tracking_uri: str, run_id: str
+) -> None:
+    save_model_weights(source_model, run_id, tracking_uri=tracking_uri)
+    match = (
+        r"Artifacts there: \['topselect/model.safetensors'\]\. Save the weights with "
+        r"topselect.transfer.save_model_weights, or pass artifact_path= with one of"
+    )
+    with pytest.raises(topselect.TrackingError, match=match):
+        load_model_weights(
+            untrained_source,
+            run_id,
+            tracking_uri=tracking_uri,
+            artifact_path="topselect/weights.safetensors",
+        )
+
+
+def test_unknown_run_weights_not_found(untrained_source: nn.Module, tracking_uri: str) -> None:
+    with pytest.raises(
+        topselect.TrackingError, match="run 0123456789abcdef not found at"
+    ) as raised:
+        load_model_weights(untrained_source, "0123456789abcdef", tracking_uri=tracking_uri)
+    assert "save_model_weights" not in str(raised.value)
+
+
+def test_unreachable_server_weights_raise(
+    untrained_source: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as listener:  # Take a free port, then close it so nothing listens.
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{port}"
+    match = rf"could not read run 0123456789abcdef from {uri}: .*Check that the tracking server"
+    with pytest.raises(topselect.TrackingError, match=match) as raised:
+        load_model_weights(untrained_source, "0123456789abcdef", tracking_uri=uri)
+    assert "save_model_weights" not in str(raised.value)
+
+
+def test_missing_local_file_not_found(tmp_path: Path) -> None:
+    for name in ("model.safetensors", "model.pt"):
+        path = tmp_path / name
+        with pytest.raises(topselect.InvalidInputError, match=f"weights file .*{name} not found"):
+            load_state_dict_file(path)
+
+
+@pytest.mark.parametrize("report", [None, {"accuracy": 0.9}])
+def test_log_transfer_rejects_non_report(report, tracking_uri: str) -> None:
+    match = "report must be the TransferReport that evaluate_transfer returns"
+    with pytest.raises(topselect.InvalidInputError, match=match):
+        log_transfer(report, tracking_uri=tracking_uri)  # type: ignore[arg-type]
+
+
+def test_log_transfer_rejects_pullback_result(
+    source_model: nn.Module, target, tracking_uri: str
+) -> None:
+    result = pullback_transfer(source_model, target)
+    with pytest.raises(topselect.InvalidInputError, match="but got a PullbackResult"):
+        log_transfer(result, tracking_uri=tracking_uri)  # type: ignore[arg-type]
+
+
+def test_unsupported_uri_scheme_raises_tracking_error() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+
+    with pytest.raises(
+        topselect.TrackingError, match=r"no tracking store for the URI 'bogus://x'"
+    ):
+        load_model_weights(model, "0" * 32, tracking_uri="bogus://x")

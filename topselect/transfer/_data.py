@@ -17,7 +17,8 @@ __all__ = ["check_target_data", "split_classes"]
 
 def check_target_data(data: DataSplit) -> None:
     """Raise unless ``data`` is a usable target: three non-empty parts with matching
-    lengths and integer labels in ``[0, data.n_classes)``.
+    lengths, finite inputs, integer labels in ``[0, data.n_classes)``, and at least two
+    classes among the training labels.
 
     Raises:
         InvalidInputError: Naming the part and the value that is wrong.
@@ -58,6 +59,19 @@ def check_target_data(data: DataSplit) -> None:
                 f"y_{part} must lie in [0, {data.n_classes}), but spans [{low}, {high}]; "
                 f"relabel the classes or raise n_classes."
             )
+        if not bool(torch.isfinite(x).all()):
+            count = int((~torch.isfinite(x)).sum())
+            raise InvalidInputError(
+                f"x_{part} contains {count} non-finite values (NaN or inf); drop or impute "
+                f"those examples before transfer."
+            )
+    first = data.y_train[0]
+    if not bool((data.y_train != first).any()):
+        raise InvalidInputError(
+            f"y_train must contain at least 2 distinct classes, but contains only class "
+            f"{int(first)}; give the training set examples of at least two of the "
+            f"{data.n_classes} classes."
+        )
     if not torch.is_floating_point(data.x_train):
         raise InvalidInputError(
             f"x_train must be a floating-point tensor, but has {data.x_train.dtype}."

@@ -42,12 +42,11 @@ _METRIC_PREFIX = "topselect.transfer."
 
 
 def _client(tracking_uri: str | None) -> tuple[str, Any]:
-    from mlflow import MlflowClient
-
     from topselect.tracking import resolve_tracking_uri
+    from topselect.tracking._uri import mlflow_client
 
     uri = resolve_tracking_uri(tracking_uri)
-    return uri, MlflowClient(tracking_uri=uri)
+    return uri, mlflow_client(uri)
 
 
 def save_model_weights(model: nn.Module, run_id: str, *, tracking_uri: str | None = None) -> str:
@@ -93,13 +92,20 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     ``torch.load(weights_only=True)``, onto the CPU.
 
     Raises:
-        InvalidInputError: For another suffix, a corrupt file, or a PyTorch file that is
-            not a flat mapping of names to tensors.
+        InvalidInputError: For another suffix, a missing or corrupt file, or a PyTorch
+            file that is not a flat mapping of names to tensors.
     """
     import torch
 
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".pt", ".pth"):
+        raise InvalidInputError(
+            f"weights file {path.name!r} must end in .safetensors, .pt or .pth; other "
+            f"formats could run code when loaded."
+        )
+    if not path.exists():
+        raise InvalidInputError(f"weights file {path} not found; check the path.")
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -110,11 +116,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise InvalidInputError(
                 f"{path} is not a readable safetensors file: {error}"
             ) from error
-    if suffix not in (".pt", ".pth"):
-        raise InvalidInputError(
-            f"weights file {path.name!r} must end in .safetensors, .pt or .pth; other "
-            f"formats could run code when loaded."
-        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError or OSError here.
@@ -130,29 +131,67 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _check_run(run_id: str, tracking_uri: str, client: Any) -> None:
+    """Raise unless the run exists, with one message for a run that is not found and
+    another for a tracking store that cannot be read."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise TrackingError(
+                f"run {run_id} not found at {tracking_uri}; check the run id and the tracking URI."
+            ) from error
+        raise TrackingError(
+            f"could not read run {run_id} from {tracking_uri}: {error}. Check that the "
+            f"tracking server is running and the tracking URI is right."
+        ) from error
+    except Exception as error:  # Any other error of the store also means no run was read.
+        raise TrackingError(
+            f"could not read run {run_id} from {tracking_uri}: {error}. Check that the "
+            f"tracking store is reachable and the tracking URI is right."
+        ) from error
+
+
 def _download(
     run_id: str, artifact_path: str, tracking_uri: str, client: Any, folder: str
 ) -> Path:
     import mlflow
 
+    _check_run(run_id, tracking_uri, client)
     try:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"runs:/{run_id}/{artifact_path}",
             dst_path=folder,
             tracking_uri=tracking_uri,
         )
-    except Exception as error:  # MLflow raises many types for a missing run or file.
+    except Exception as error:  # MLflow raises many types for a missing file.
+        reason = str(error).rstrip(".")
         parent = str(Path(artifact_path).parent)
         try:
             listed = [
                 a.path for a in client.list_artifacts(run_id, None if parent == "." else parent)
             ]
-        except Exception:  # The run itself may be missing, and the first error explains that.
-            listed = []
+        except Exception as list_error:  # The artifact store itself may be unreachable.
+            raise TrackingError(
+                f"could not download {artifact_path!r} from run {run_id} at "
+                f"{tracking_uri}: {reason}. Listing the run's artifacts failed too: "
+                f"{list_error}"
+            ) from error
+        if artifact_path in listed:
+            hint = "The file exists, so check access to the run's artifact store."
+        elif listed:
+            hint = (
+                "Save the weights with topselect.transfer.save_model_weights, or pass "
+                "artifact_path= with one of the listed files."
+            )
+        else:
+            hint = "Save the weights with topselect.transfer.save_model_weights."
         raise TrackingError(
             f"could not download {artifact_path!r} from run {run_id} at {tracking_uri}: "
-            f"{error}. Artifacts there: {listed or 'none'}; save the weights with "
-            f"topselect.transfer.save_model_weights."
+            f"{reason}. Artifacts there: {listed or 'none'}. {hint}"
         ) from error
     return Path(local)
 
@@ -176,7 +215,8 @@ def load_model_weights(
         artifact_path: The weights' path inside the run's artifacts.
 
     Raises:
-        TrackingError: When the run or the artifact cannot be read; the message lists the
+        TrackingError: When the run is not found, the tracking store cannot be read, or
+            the artifact cannot be downloaded. For a missing file the message lists the
             artifacts that exist.
         InvalidInputError: For an unsafe or corrupt file, or weights whose names or
             shapes do not match ``model``.
@@ -236,13 +276,21 @@ def log_transfer(
         experiment: Experiment of a created run.
 
     Raises:
+        InvalidInputError: When ``report`` is not a :class:`TransferReport`.
         TrackingError: When the store cannot be reached or written.
     """
     from mlflow.entities import Metric, RunTag
 
     from topselect.tracking._artifacts import SCHEMA_VERSION, png_bytes
     from topselect.transfer._figure import transfer_figure
+    from topselect.transfer._report import TransferReport
 
+    if not isinstance(report, TransferReport):
+        got = "None" if report is None else f"a {type(report).__name__}"
+        raise InvalidInputError(
+            f"report must be the TransferReport that evaluate_transfer returns, but got "
+            f"{got}; pass the result of topselect.transfer.evaluate_transfer."
+        )
     document = report.to_json()
     figure = transfer_figure(report)
     try:

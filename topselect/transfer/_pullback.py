@@ -33,6 +33,7 @@ from topselect.transfer._heads import (
     fit_ridge_head,
 )
 from topselect.transfer._layers import capture_outputs, check_layers, default_layers
+from topselect.transfer._source import check_source_inputs, check_source_model
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,13 @@ if TYPE_CHECKING:
 
     from topselect.datasets import DataSplit
 
-__all__ = ["LayerResult", "PullbackResult", "pullback_model", "pullback_transfer"]
+__all__ = [
+    "LayerResult",
+    "PullbackResult",
+    "pullback_model",
+    "pullback_transfer",
+    "run_pullback",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -222,8 +229,12 @@ def pullback_transfer(
         Every layer's heads, the chosen one, and the frozen model with that head.
 
     Raises:
-        InvalidInputError: For a layer name that is not a module of ``source`` (the
-            message lists the valid names), or invalid target data.
+        InvalidInputError: For a ``source`` that is not an ``nn.Module``, or a layer
+            name that is not a module of ``source`` (the message lists the valid
+            names). Also for invalid target data, such as non-finite inputs or fewer
+            than two training classes. Also for inputs that the source model does not
+            accept: another dtype, a shape its forward pass fails on, or an output that
+            is not ``(n, classes)``.
 
     Example:
         >>> from topselect.datasets import load_digits_split
@@ -233,9 +244,26 @@ def pullback_transfer(
         >>> result.chosen.layer, result.test_accuracy  # doctest: +SKIP
     """
     config = config or TransferConfig()
+    check_source_model(source)
     check_target_data(data)
-    explicit = layers is not None
     names = check_layers(source, layers) if layers is not None else default_layers(source)
+    check_source_inputs(source, data)
+    return run_pullback(source, data, names, config, explicit=layers is not None)
+
+
+def run_pullback(
+    source: nn.Module,
+    data: DataSplit,
+    names: list[str],
+    config: TransferConfig,
+    *,
+    explicit: bool,
+) -> PullbackResult:
+    """Run :func:`pullback_transfer` on checked arguments.
+
+    ``names`` are the cut layers. With ``explicit`` false they are the default layers,
+    and a layer whose features equal the previous one's is skipped.
+    """
     device = model_device(source)
 
     synchronize(device)

@@ -13,8 +13,9 @@ from topselect.transfer._baselines import BaselineResult, check_baselines, run_b
 from topselect.transfer._config import TransferConfig
 from topselect.transfer._data import check_target_data
 from topselect.transfer._features import model_device
-from topselect.transfer._layers import check_layers, find_head
-from topselect.transfer._pullback import PullbackResult, pullback_transfer
+from topselect.transfer._layers import check_layers, default_layers, find_head
+from topselect.transfer._pullback import PullbackResult, run_pullback
+from topselect.transfer._source import check_source_inputs, check_source_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -187,18 +188,22 @@ def evaluate_transfer(
         The comparison; :meth:`TransferReport.to_json` is ``topselect/transfer.json``.
 
     Raises:
-        InvalidInputError: For a bad layer name (the message lists valid names), an
-            unknown baseline, an output layer that is not an ``nn.Linear``, or invalid
-            target data.
+        InvalidInputError: For a ``source`` that is not an ``nn.Module``, a bad layer
+            name (the message lists valid names), an unknown baseline, or an output
+            layer that is not an ``nn.Linear``. Also for invalid target data, such as
+            non-finite inputs or fewer than two training classes. Also for inputs that
+            the source model does not accept: another dtype, a shape its forward pass
+            fails on, or an output that is not ``(n, classes)``.
     """
     config = config or TransferConfig()
+    check_source_model(source)
     check_target_data(data)
     head_name = find_head(source, head)
-    if layers is not None:
-        check_layers(source, layers)
+    cut_layers = check_layers(source, layers) if layers is not None else default_layers(source)
     names = check_baselines(baselines, source)
+    check_source_inputs(source, data)
 
-    pullback = pullback_transfer(source, data, layers, config)
+    pullback = run_pullback(source, data, cut_layers, config, explicit=layers is not None)
     results = {name: run_baseline(name, source, head_name, data, config) for name in names}
     report = TransferReport(
         pullback=pullback,

@@ -10,25 +10,59 @@ Usage::
 
 A full-size run writes ``benchmarks/results/NAME.json`` and replaces its own marked
 section of BENCHMARKS.md. A ``--quick`` run writes ``NAME_quick.json`` and touches no
-Markdown file unless ``--markdown`` is given. A standalone script (see ``list``) runs
-unchanged in a subprocess and writes its own results and no Markdown, while the runner
-writes ``NAME.run.json`` with the command, the environment and the wall time.
+Markdown file unless ``--markdown`` is given, and ``render`` of a quick record follows
+the same rule. A standalone script (see ``list``) runs unchanged in a subprocess and
+writes its own results and no Markdown, while the runner writes ``NAME.run.json`` with
+the command, the environment and the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from benchmarks.suite import BENCHMARKS, RunOptions, get, run_benchmark
-from benchmarks.suite._runner import REPOSITORY, write_section
+from benchmarks.suite._record import RecordError, load_record
+from benchmarks.suite._report import replace_section
+from benchmarks.suite._runner import REPOSITORY, check_markdown_file, render_section
+
+# Seeds go to NumPy's RandomState through Optuna's samplers, which accept [0, 2**32 - 1].
+_MAX_SEED = 2**32 - 1
+
+
+def _positive_int(text: str) -> int:
+    """Parse an integer >= 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """Parse a seed in [0, 2**32 - 1], for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, {_MAX_SEED}], but got {value}"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    # The raw formatter keeps the usage block of the module docstring on its own lines.
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the registered benchmarks")
 
@@ -39,14 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--markdown",
         type=Path,
-        default=REPOSITORY / "BENCHMARKS.md",
-        help="Markdown file whose marked section is replaced (default: BENCHMARKS.md)",
+        help="Markdown file whose marked section is replaced (default: BENCHMARKS.md for "
+        "full records, none for --quick records)",
     )
 
     run = commands.add_parser("run", help="run one benchmark and record its result")
     run.add_argument("name", help="benchmark name (see `list`)")
     run.add_argument("--quick", action="store_true", help="smoke size, about a minute")
-    run.add_argument("--seed", type=int, default=0, help="seed of everything drawn")
+    run.add_argument(
+        "--seed", type=_seed, default=0, help=f"seed of everything drawn, 0 to {_MAX_SEED}"
+    )
     run.add_argument(
         "--output-dir",
         type=Path,
@@ -61,7 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         "full runs, none for --quick)",
     )
     markdown.add_argument("--no-markdown", action="store_true", help="write no Markdown")
-    run.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    run.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch threads of this process, >= 1 (default: 1). A standalone script takes "
+        "its own options after --",
+    )
     return parser
 
 
@@ -114,19 +156,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _render(record_path: Path, markdown: Path) -> int:
-    record = json.loads(record_path.read_text())
+def _render(record_path: Path, markdown: Path | None) -> int:
     try:
+        record = load_record(record_path)
         benchmark = get(record["benchmark"])
-    except KeyError as error:
-        print(f"error: {error.args[0]}", file=sys.stderr)
+    except (RecordError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        print(f"error: {record_path}: {message}", file=sys.stderr)
         return 2
     if benchmark.module is None:
         print(
-            f"error: {benchmark.name} is a standalone script without a section.", file=sys.stderr
+            f"error: {record_path}: {benchmark.name} is a standalone script without a section.",
+            file=sys.stderr,
         )
         return 2
-    write_section(benchmark, record, record_path, markdown)
+    try:
+        name, body = render_section(benchmark, record, record_path)
+    except RecordError as error:
+        print(f"error: {record_path}: {error}", file=sys.stderr)
+        return 2
+    if markdown is None:
+        if record["size"] == "quick":
+            print(
+                f"{record_path} is a --quick record, so no Markdown was written. Pass "
+                f"--markdown FILE to write its section.",
+                file=sys.stderr,
+            )
+            return 0
+        markdown = REPOSITORY / "BENCHMARKS.md"
+    try:
+        check_markdown_file(markdown)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    replace_section(markdown, name, body)
     print(markdown)
     return 0
 

@@ -109,6 +109,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             "standalone script: test-accuracy spread within and across classes",
             script="homotopy_spread.py",
         ),
+        Benchmark(
+            "transfer",
+            "Pullback transfer against fine-tuning",
+            "standalone script: pullback transfer against fine-tuning, scratch training and "
+            "linear-probe-then-fine-tune",
+            script="transfer.py",
+        ),
     )
 }
 

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suite import _environment, _report
+from benchmarks.suite import _environment, _record, _report
 from benchmarks.suite._registry import Benchmark
 
-__all__ = ["RunOptions", "run_benchmark", "write_section"]
+__all__ = [
+    "RunOptions",
+    "check_markdown_file",
+    "check_output_dir",
+    "render_section",
+    "run_benchmark",
+    "write_section",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -67,17 +76,23 @@ def run_benchmark(benchmark: Benchmark, options: RunOptions) -> Path:
         Path of the JSON record.
 
     Raises:
-        ValueError: When ``--quick`` is asked of a standalone script.
+        ValueError: When ``--quick`` is requested of a standalone script, or when the
+            output directory or the Markdown file cannot be written. Both are checked
+            before the benchmark starts.
         subprocess.CalledProcessError: When a standalone script exits with an error.
     """
-    import torch
-
-    torch.set_num_threads(options.threads)
     if benchmark.module is None and options.quick:
         raise ValueError(
             f"{benchmark.name} is a standalone script without a --quick size; run it "
             f"without --quick."
         )
+    check_output_dir(options.output_dir)
+    if options.markdown is not None and benchmark.module is not None:
+        check_markdown_file(options.markdown)
+
+    import torch
+
+    torch.set_num_threads(options.threads)
     environment = _environment_record(options)
     clock = _environment.RunClock()
     if benchmark.module is not None:
@@ -108,10 +123,66 @@ def write_section(
     benchmark: Benchmark, record: dict[str, Any], path: Path, markdown: Path
 ) -> None:
     """Replace the Markdown section of the run ``record``, which was stored at ``path``."""
+    name, body = render_section(benchmark, record, path)
+    _report.replace_section(markdown, name, body)
+
+
+def render_section(benchmark: Benchmark, record: dict[str, Any], path: Path) -> tuple[str, str]:
+    """Return the section name and the Markdown body of the run ``record`` stored at ``path``.
+
+    Raises:
+        RecordError: When the record lacks a field that the header or the benchmark's
+            ``render`` function reads.
+    """
+    _record.check_header_fields(record)
     _, render = benchmark.functions()
+    try:
+        rendered = render(record["result"])
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        # A hand-edited or older record can lack fields, because each benchmark's render
+        # function trusts the record that its own run wrote.
+        raise _record.RecordError(_record.describe_render_error(error)) from error
     suffix = "_quick" if record["size"] == "quick" else ""
-    body = _header(benchmark, record, path) + "\n\n" + render(record["result"])
-    _report.replace_section(markdown, benchmark.name + suffix, body)
+    return benchmark.name + suffix, _header(benchmark, record, path) + "\n\n" + rendered
+
+
+def check_output_dir(directory: Path) -> None:
+    """Create ``directory`` if it is missing and check that a file can be written in it.
+
+    Raises:
+        ValueError: Naming the directory and the reason, when either step fails.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"output directory {directory} is not a directory.")
+    _check_writable_directory(directory, f"output directory {directory}")
+
+
+def check_markdown_file(markdown: Path) -> None:
+    """Create the directory of ``markdown`` if it is missing and check that the file can be
+    read and replaced there.
+
+    Raises:
+        ValueError: Naming the file and the reason, when it cannot be written.
+    """
+    if markdown.is_dir():
+        raise ValueError(f"Markdown file {markdown} is a directory.")
+    if markdown.exists() and not os.access(markdown, os.R_OK | os.W_OK):
+        raise ValueError(f"Markdown file {markdown} is not readable and writable.")
+    _check_writable_directory(
+        markdown.parent, f"directory {markdown.parent} of the Markdown file {markdown}"
+    )
+
+
+def _check_writable_directory(directory: Path, label: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # Writing a scratch file is the reliable test, because os.access grants root
+        # write access whatever the permission bits are.
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"cannot write to {label}: {reason}. Pass a writable path.") from None
 
 
 def _run_script(benchmark: Benchmark, options: RunOptions) -> dict[str, Any]:

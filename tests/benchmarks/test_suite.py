@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.suite import _report, _stats
+from benchmarks.suite import _report, _stats, get
+from benchmarks.suite._runner import check_output_dir
 from benchmarks.suite.predictiveness import LEVELS, make_design
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -75,6 +76,17 @@ def test_cli_lists_benchmarks() -> None:
     names = [line.split()[0] for line in done.stdout.splitlines()]
     for name in ("predictiveness", "selection", "pruning", "homotopy", "probe_engine"):
         assert name in names
+    assert "transfer" in names
+    transfer = next(line for line in done.stdout.splitlines() if line.startswith("transfer "))
+    assert "(no --quick)" in transfer
+
+
+def test_registry_runs_transfer_script_unchanged() -> None:
+    transfer = get("transfer")
+    assert transfer.module is None
+    assert transfer.script == "transfer.py"
+    assert not transfer.has_quick
+    assert (REPOSITORY / "benchmarks" / transfer.script).is_file()
 
 
 def test_cli_passes_script_arguments(tmp_path: Path) -> None:
@@ -94,12 +106,132 @@ def test_cli_passes_script_arguments(tmp_path: Path) -> None:
     [
         (("run", "no_such_benchmark"), "unknown benchmark 'no_such_benchmark'"),
         (("run", "probe_engine", "--quick"), "without a --quick size"),
+        (("run", "transfer", "--quick"), "without a --quick size"),
+        (("run", "selection", "--threads", "0"), "--threads: must be an integer >= 1, but got 0"),
+        (("run", "selection", "--threads", "-3"), "--threads: must be an integer >= 1"),
+        (("run", "selection", "--threads", "abc"), "--threads: invalid int value: 'abc'"),
+        (("run", "selection", "--seed", "-1"), "--seed: must be an integer in [0, 4294967295]"),
     ],
 )
 def test_cli_rejects_bad_run(args: tuple[str, ...], message: str) -> None:
     done = _run_cli(*args, timeout=60)
     assert done.returncode == 2
     assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_rejects_unwritable_output_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [
+        (("--output-dir", str(blocker)), f"output directory {blocker} is not a directory"),
+        (("--output-dir", str(blocker / "sub")), f"cannot write to output directory {blocker}"),
+        (
+            ("--output-dir", str(tmp_path), "--markdown", str(blocker / "B.md")),
+            f"cannot write to directory {blocker} of the Markdown file",
+        ),
+        (("--output-dir", str(tmp_path), "--markdown", str(tmp_path)), "is a directory"),
+    ]
+    for args, message in cases:
+        # The full size would train for minutes, so a quick exit shows the check ran first.
+        done = _run_cli("run", "selection", *args, timeout=60)
+        assert done.returncode == 2, args
+        assert message in done.stderr, args
+        assert "Traceback" not in done.stderr, args
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_check_output_dir_creates_directory(tmp_path: Path) -> None:
+    output = tmp_path / "new" / "results"
+    check_output_dir(output)
+    assert output.is_dir()
+    assert list(output.iterdir()) == []
+
+
+def _stored_record(tmp_path: Path, name: str = "selection", **changes: object) -> Path:
+    record = json.loads((REPOSITORY / "benchmarks" / "results" / f"{name}.json").read_text())
+    record.update(changes)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_cli_renders_stored_record(tmp_path: Path) -> None:
+    markdown = tmp_path / "B.md"
+    done = _run_cli("render", str(_stored_record(tmp_path)), "--markdown", str(markdown))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(markdown)
+    text = markdown.read_text()
+    assert text.count("<!-- bench:selection -->") == 1
+    assert "Command: `python -m benchmarks run selection`" in text
+
+
+def test_cli_render_quick_record_needs_markdown(tmp_path: Path) -> None:
+    record = _stored_record(tmp_path, size="quick")
+    before = (REPOSITORY / "BENCHMARKS.md").read_text()
+    done = _run_cli("render", str(record), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "no Markdown was written" in done.stderr
+    assert (REPOSITORY / "BENCHMARKS.md").read_text() == before
+
+    markdown = tmp_path / "B.md"
+    done = _run_cli("render", str(record), "--markdown", str(markdown), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert markdown.read_text().count("<!-- bench:selection_quick -->") == 1
+
+
+def test_cli_render_rejects_bad_records(tmp_path: Path) -> None:
+    stored = json.loads((REPOSITORY / "benchmarks" / "results" / "selection.json").read_text())
+    no_size = {key: value for key, value in stored.items() if key != "size"}
+    no_cpu = json.loads(json.dumps(stored))
+    del no_cpu["environment"]["machine"]["cpu"]
+    bad_result = {**stored, "result": {}}
+    (tmp_path / "folder.json").mkdir()
+
+    files = {
+        "truncated.json": '{"benchmark": "selection", ',
+        "list.json": "[1, 2]",
+        "empty.json": "{}",
+        "unknown.json": json.dumps({**stored, "benchmark": "nope"}),
+        "no_size.json": json.dumps(no_size),
+        "bad_size.json": json.dumps({**stored, "size": "medium"}),
+        "no_cpu.json": json.dumps(no_cpu),
+        "bad_result.json": json.dumps(bad_result),
+        "script.json": json.dumps({**stored, "benchmark": "transfer"}),
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+
+    cases = [
+        ("missing.json", "file not found"),
+        ("folder.json", "is a directory"),
+        ("truncated.json", "invalid JSON at line 1"),
+        ("list.json", "expected a JSON object, but got a list"),
+        ("empty.json", "missing field 'benchmark'"),
+        ("unknown.json", "unknown benchmark 'nope'"),
+        ("no_size.json", "missing field 'size'"),
+        ("bad_size.json", "field 'size' must be 'quick' or 'full', but got 'medium'"),
+        ("no_cpu.json", "missing field 'environment.machine.cpu'"),
+        ("bad_result.json", "missing field 'settings' in 'result'"),
+        ("script.json", "transfer is a standalone script without a section"),
+    ]
+    markdown = tmp_path / "B.md"
+
+    for name, message in cases:
+        path = tmp_path / name
+        done = _run_cli("render", str(path), "--markdown", str(markdown), timeout=60)
+        assert done.returncode == 2, name
+        assert done.stderr.startswith(f"error: {path}: {message}"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not markdown.exists()
+
+
+def test_cli_help_keeps_usage_lines() -> None:
+    done = _run_cli("--help", timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "    python -m benchmarks list" in lines
+    assert "    python -m benchmarks render RECORD.json [--markdown FILE]" in lines
 
 
 def test_replace_section_keeps_other_text(tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -195,6 +197,54 @@ def test_tracker_diverged_run_keeps_trajectory() -> None:
 def test_tracker_config_rejects_bad_settings(options: dict, pattern: str) -> None:
     with pytest.raises(topselect.InvalidInputError, match=pattern):
         topselect.TrackerConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "pattern"),
+    [
+        ("max_candidates", 2.5, r"max_candidates must be an integer >= 1, but got 2\.5\."),
+        ("max_candidates", math.nan, "max_candidates must be an integer >= 1, but got nan"),
+        ("max_candidates", True, "max_candidates must be an integer >= 1, but got True"),
+        ("max_candidates", "3", "max_candidates must be an integer >= 1, but got '3'"),
+        ("max_candidates", None, "max_candidates must be an integer >= 1, but got None"),
+        ("max_candidates", 0, "max_candidates must be an integer >= 1, but got 0"),
+        ("prefix_candidates", 2.5, "prefix_candidates must be an integer >= 1"),
+        ("prefix_candidates", False, "prefix_candidates must be an integer >= 1"),
+        ("prefix_candidates", "3", "prefix_candidates must be an integer >= 1"),
+        ("prefix_candidates", 0, "prefix_candidates must be an integer >= 1"),
+        ("sketch_dim", 32.0, "sketch_dim must be an integer >= 1, but got 32.0"),
+        ("sketch_dim", None, "sketch_dim must be an integer >= 1"),
+        ("grid_size", 31.0, "grid_size must be an odd integer >= 3, but got 31.0"),
+        ("grid_size", "31", "grid_size must be an odd integer >= 3"),
+        ("grid_size", 1, "grid_size must be an odd integer >= 3, but got 1"),
+        ("seed", 1.5, r"seed must be an integer in \[0, 4294967295\], but got 1\.5"),
+        ("seed", True, r"seed must be an integer in \[0, 4294967295\]"),
+        ("seed", -1, r"seed must be an integer in \[0, 4294967295\], but got -1"),
+        ("seed", 2**32, r"seed must be an integer in \[0, 4294967295\]"),
+    ],
+)
+def test_tracker_config_rejects_bad_integers(name: str, value: object, pattern: str) -> None:
+    with pytest.raises(topselect.InvalidInputError, match=pattern):
+        topselect.TrackerConfig(**{name: value})
+
+
+def test_tracker_config_accepts_integer_bounds() -> None:
+    config = topselect.TrackerConfig(
+        grid_size=3, seed=2**32 - 1, sketch_dim=1, max_candidates=1, prefix_candidates=1
+    )
+    assert config.grid_size == 3
+    assert config.seed == 2**32 - 1
+    assert config.max_candidates == 1
+    assert config.prefix_candidates == 1
+
+
+def test_tracker_config_numpy_integers_stored_as_int() -> None:
+    config = topselect.TrackerConfig(seed=np.int64(7), max_candidates=np.int32(4))
+
+    assert config.seed == 7
+    assert type(config.seed) is int
+    assert type(config.max_candidates) is int
+    assert json.loads(json.dumps(config.to_params()))["seed"] == 7
 
 
 class _ItemModel(nn.Module):

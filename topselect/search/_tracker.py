@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ class TrackerConfig:
     Attributes:
         grid_size: Points per axis of the landscape slice (odd, >= 3).
         radius: Half-width of the slice in filter-normalized units.
-        seed: Seed of the slice directions and of the waypoint sketches.
+        seed: Seed of the slice directions and of the waypoint sketches, in
+            ``[0, 2**32 - 1]``.
         fractions: Progress fractions at which waypoints are recorded.
         sketch_dim: Dimension of the waypoint sketches.
         epsilon: Largest loss barrier (loss units) counted as homotopic.
@@ -127,6 +129,20 @@ class TrackerConfig:
     baselines: bool = True
 
     def __post_init__(self) -> None:
+        # Integer settings first, so the range checks below and the probe's own checks
+        # never compare a string, None or a float. check_probe_arguments checks that
+        # grid_size is odd.
+        integer_settings = {
+            "grid_size": (3, None, "an odd integer"),
+            "seed": (0, _MAX_SEED, "an integer"),
+            "sketch_dim": (1, None, "an integer"),
+            "max_candidates": (1, None, "an integer"),
+            "prefix_candidates": (1, None, "an integer"),
+        }
+        for name, (minimum, maximum, kind) in integer_settings.items():
+            value = _checked_integer(name, getattr(self, name), minimum, maximum, kind)
+            # NumPy integers are stored as int, so the settings stay JSON-serializable.
+            object.__setattr__(self, name, value)
         if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
             raise InvalidInputError(
                 f"epsilon must be a finite number >= 0, but got {self.epsilon}."
@@ -139,12 +155,6 @@ class TrackerConfig:
             raise InvalidInputError(
                 f"class_warmup must lie in [0, 1], but got {self.class_warmup}."
             )
-        if self.max_candidates < 1:
-            raise InvalidInputError(f"max_candidates must be >= 1, but got {self.max_candidates}.")
-        if self.prefix_candidates < 1:
-            raise InvalidInputError(
-                f"prefix_candidates must be >= 1, but got {self.prefix_candidates}."
-            )
         if self.class_mode not in ("representatives", "all_pairs"):
             raise InvalidInputError(
                 f"class_mode must be 'representatives' or 'all_pairs', but got "
@@ -154,8 +164,6 @@ class TrackerConfig:
             raise InvalidInputError(
                 f"waypoint_dtype must be 'float32' or 'float16', but got {self.waypoint_dtype!r}."
             )
-        if self.sketch_dim < 1:
-            raise InvalidInputError(f"sketch_dim must be >= 1, but got {self.sketch_dim}.")
         # The probe's own checks, run now so a bad setting fails before any training.
         check_probe_arguments(self.grid_size, self.radius, self.strategy)
         if not self.basin_levels or any(not (level >= 0) for level in self.basin_levels):
@@ -190,6 +198,30 @@ class TrackerConfig:
             "trajectory_slice": self.trajectory_slice,
             "baselines": self.baselines,
         }
+
+
+# Largest seed: the top of NumPy's RandomState seed range (which Optuna's samplers use),
+# and small enough that the sketch's block seed, seed * 1_000_003 + block, stays within
+# the range torch.Generator.manual_seed accepts.
+_MAX_SEED = 2**32 - 1
+
+
+def _checked_integer(
+    name: str, value: object, minimum: int, maximum: int | None, kind: str
+) -> int:
+    """Return ``value`` as an int, or raise :class:`InvalidInputError` unless it is an
+    integer (a Python or NumPy one, not a bool) in ``[minimum, maximum]``, with no upper
+    bound when ``maximum`` is ``None``."""
+    if maximum is None:
+        valid = f"{kind} >= {minimum}"
+    else:
+        valid = f"{kind} in [{minimum}, {maximum}]"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise InvalidInputError(f"{name} must be {valid}, but got {value!r}.")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        raise InvalidInputError(f"{name} must be {valid}, but got {value!r}.")
+    return number
 
 
 def track(

@@ -220,8 +220,8 @@ def test_study_all_pairs_mode(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "pattern"),
     [
-        ({"prefix_candidates": 0}, "prefix_candidates must be >= 1, but got 0"),
-        ({"max_candidates": 0}, "max_candidates must be >= 1, but got 0"),
+        ({"prefix_candidates": 0}, "prefix_candidates must be an integer >= 1, but got 0"),
+        ({"max_candidates": 0}, "max_candidates must be an integer >= 1, but got 0"),
     ],
 )
 def test_tracker_config_invalid_candidates(options, pattern) -> None:

@@ -436,7 +436,7 @@ class _ChunkLosses:
     index targets is computed for the whole chunk at once, with few classes on the middle
     axis (see :func:`class_major_pays`). Any other loss is vmapped over the points. A loss
     that vmap cannot trace, because it reads values with ``.item()`` or branches on them,
-    is called point by point from the chunk where tracing failed. Each point's loss sees
+    is called point by point from the chunk where tracing failed. Each point's loss depends on
     that point's outputs alone, and values stay on the device until :meth:`result`, so
     chunks run without a host synchronisation each.
     """

@@ -184,18 +184,19 @@ def _fit_heads(
 
 
 def _distinct_layers(cache: FeatureCache) -> tuple[list[str], list[str]]:
-    """Split default layers into those kept and those equal to the previous kept one."""
+    """Split default layers into those with new features and those whose features equal
+    the previous kept layer's."""
     import torch
 
-    kept: list[str] = []
+    kept_layers: list[str] = []
     skipped: list[str] = []
     for name, features in cache.layers.items():
-        previous = cache.layers[kept[-1]].train if kept else None
+        previous = cache.layers[kept_layers[-1]].train if kept_layers else None
         if previous is not None and torch.equal(previous, features.train):
             skipped.append(name)
         else:
-            kept.append(name)
-    return kept, skipped
+            kept_layers.append(name)
+    return kept_layers, skipped
 
 
 def pullback_transfer(
